@@ -1,0 +1,388 @@
+//! `amora`: the one binary. Glue that parses arguments, loads the project, picks
+//! the backends named in `amora.yaml`, and prints results.
+
+mod catalog;
+mod generate;
+mod init;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use amora_project::{Config, Project, ProjectError, RegistryLocation};
+use amora_proto::convert::{feast_objects, FeastObjects, TableRef};
+use amora_registry::history;
+use amora_registry::lineage::lineage;
+use amora_registry::ops::{self, ApplyOutcome};
+use amora_registry::store::{LocalStore, RegistryStore};
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "amora",
+    version,
+    about = "amora: a feature store. SQL models -> feature views -> training data and online serving."
+)]
+struct Cli {
+    /// The project folder (the one holding amora.yaml).
+    #[arg(long, global = true, default_value = ".")]
+    project_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scaffold the health-data example project in DIR.
+    Init {
+        dir: PathBuf,
+        /// Rows of generated health data.
+        #[arg(long, default_value_t = init::SEED_ROWS)]
+        rows: u64,
+        #[arg(long, default_value_t = init::SEED)]
+        seed: u64,
+        /// Project name (default: health).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Check the project's definitions and report every problem.
+    Validate,
+    /// Write deterministic synthetic health data (CSV) for benchmarks.
+    GenerateHealth {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long, default_value_t = init::SEED)]
+        seed: u64,
+        #[arg(long, default_value_t = init::SEED_DAYS)]
+        days: u64,
+        #[arg(long, default_value_t = init::SEED_SOURCES)]
+        sources: usize,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// The feature store: registry, definitions and (later) serving.
+    #[command(subcommand, name = "feature-store")]
+    FeatureStore(FsCommand),
+    /// Print the lineage graph: sources -> models -> feature views -> feature services.
+    Lineage {
+        #[arg(long, value_enum, default_value_t = LineageFormat::Text)]
+        format: LineageFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum FsCommand {
+    /// Show what apply would change.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the project's definitions to the registry.
+    Apply {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registry objects of the project.
+    List {
+        #[arg(value_enum)]
+        kind: catalog::Kind,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one object (feature view, entity, feature service or data source).
+    Describe { name: String },
+    /// The registry's versions: when, who, what changed.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed in the project between two registry versions.
+    Diff { from: u64, to: u64 },
+    /// Re-apply the project as it was in an earlier version (as a new version).
+    Rollback { version: u64 },
+    /// The project's registry objects as JSON.
+    RegistryDump,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LineageFormat {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ProjectError>() {
+                Some(p) => eprint!("{p}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            if !format!("{e}").ends_with('\n') && e.downcast_ref::<ProjectError>().is_some() {
+                eprintln!();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = cli.project_dir.as_path();
+    match cli.command {
+        Command::Init {
+            dir: target,
+            rows,
+            seed,
+            name,
+        } => {
+            init::init(&target, rows, seed, name.as_deref())?;
+            println!(
+                "Created the example project in {} ({rows} rows of health data).",
+                target.display()
+            );
+            println!(
+                "Next: cd {} && amora feature-store plan && amora feature-store apply",
+                target.display()
+            );
+            Ok(())
+        }
+        Command::Validate => {
+            let p = load(dir)?;
+            println!(
+                "{}: {} sources, {} models, {} entities, {} feature views, {} feature services: OK",
+                p.defs.name,
+                p.defs.sources.len(),
+                p.defs.models.len(),
+                p.defs.entities.len(),
+                p.defs.feature_views().count(),
+                p.defs.all_feature_services().len()
+            );
+            Ok(())
+        }
+        Command::GenerateHealth {
+            rows,
+            seed,
+            days,
+            sources,
+            output,
+        } => {
+            let f = std::fs::File::create(&output)
+                .with_context(|| format!("writing {}", output.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            generate::write_health_csv(&mut w, rows, seed, days, sources)?;
+            std::io::Write::flush(&mut w)?;
+            Ok(())
+        }
+        Command::Lineage { format } => {
+            let p = load(dir)?;
+            let l = lineage(&p.defs);
+            print!(
+                "{}",
+                match format {
+                    LineageFormat::Text => l.to_text(),
+                    LineageFormat::Json => l.to_json() + "\n",
+                    LineageFormat::Dot => l.to_dot(),
+                    LineageFormat::Mermaid => l.to_mermaid(),
+                }
+            );
+            Ok(())
+        }
+        Command::FeatureStore(cmd) => feature_store(dir, cmd),
+    }
+}
+
+fn load(dir: &Path) -> anyhow::Result<Project> {
+    Ok(amora_project::load_project(dir, &env)?)
+}
+
+/// The one place that picks the registry store from the configuration.
+fn open_store(root: &Path, config: &Config) -> anyhow::Result<Box<dyn RegistryStore>> {
+    match config.registry_location(root) {
+        RegistryLocation::Local(path) => Ok(Box::new(LocalStore::new(path))),
+        RegistryLocation::Gcs { bucket, path } => {
+            bail!("registry gs://{bucket}/{path}: the GCS registry store is not built yet; use a local path for `feature_store.registry`")
+        }
+        RegistryLocation::S3 { bucket, key } => {
+            bail!("registry s3://{bucket}/{key}: the S3 registry store is not built yet; use a local path for `feature_store.registry`")
+        }
+    }
+}
+
+fn desired_objects(p: &Project) -> FeastObjects {
+    let table = |m: &amora_model::Model| match &p.config.feature_store.offline_store {
+        amora_project::OfflineStoreConfig::Embedded => {
+            TableRef::File(p.table_path(&m.name).display().to_string())
+        }
+        amora_project::OfflineStoreConfig::Bigquery {
+            project_id,
+            dataset,
+            ..
+        } => TableRef::BigQuery(format!("{project_id}.{dataset}.{}", m.name)),
+    };
+    feast_objects(&p.defs, &table)
+}
+
+fn user() -> String {
+    env("AMORA_USER")
+        .or_else(|| env("USER"))
+        .or_else(|| env("LOGNAME"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
+    match cmd {
+        FsCommand::Plan { json } => {
+            let p = load(dir)?;
+            let store = open_store(&p.root, &p.config)?;
+            let plan = ops::plan(store.as_ref(), &desired_objects(&p), &p.defs.name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{plan}");
+            }
+            Ok(())
+        }
+        FsCommand::Apply { json } => {
+            let p = load(dir)?;
+            let store = open_store(&p.root, &p.config)?;
+            let outcome = ops::apply(store.as_ref(), &desired_objects(&p), &p.defs.name, &user())?;
+            match (outcome, json) {
+                (ApplyOutcome::NoChanges, false) => println!("No changes to registry"),
+                (ApplyOutcome::NoChanges, true) => {
+                    println!("{}", serde_json::json!({"changed": false}))
+                }
+                (
+                    ApplyOutcome::Applied {
+                        plan,
+                        version,
+                        version_id,
+                        ..
+                    },
+                    false,
+                ) => {
+                    println!("Applying changes for project {}", p.defs.name);
+                    print!("{plan}");
+                    println!(
+                        "Registry version {version} ({version_id}) written to {}",
+                        store.location()
+                    );
+                }
+                (
+                    ApplyOutcome::Applied {
+                        plan,
+                        version,
+                        version_id,
+                        attempts,
+                    },
+                    true,
+                ) => println!(
+                    "{}",
+                    serde_json::json!({"changed": true, "version": version, "version_id": version_id, "attempts": attempts, "plan": plan})
+                ),
+            }
+            Ok(())
+        }
+        FsCommand::List { kind, json } => {
+            let (config, file) = read_registry(dir)?;
+            catalog::list(&file, &config.project, kind, json)
+        }
+        FsCommand::Describe { name } => {
+            let (config, file) = read_registry(dir)?;
+            catalog::describe(&file, &config.project, &name)
+        }
+        FsCommand::RegistryDump => {
+            let (config, file) = read_registry(dir)?;
+            catalog::dump(&file, &config.project)
+        }
+        FsCommand::History { json } => {
+            let (root, config) = config(dir)?;
+            let store = open_store(&root, &config)?;
+            let versions = history::list(store.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&versions)?);
+                return Ok(());
+            }
+            if versions.is_empty() {
+                println!(
+                    "No registry versions yet at {}; run `amora feature-store apply`.",
+                    store.location()
+                );
+            }
+            for v in versions {
+                let kind = match v.kind {
+                    history::VersionKind::Apply => "apply",
+                    history::VersionKind::Rollback => "rollback",
+                    history::VersionKind::External => "external",
+                };
+                println!(
+                    "v{}  {}  {}  {kind}  project {}  ({})",
+                    v.number, v.time, v.user, v.project, v.version_id
+                );
+                for s in &v.summary {
+                    println!("    {s}");
+                }
+            }
+            Ok(())
+        }
+        FsCommand::Diff { from, to } => {
+            let (root, config) = config(dir)?;
+            let store = open_store(&root, &config)?;
+            let plan = ops::diff_versions(store.as_ref(), &config.project, from, to)?;
+            if plan.is_empty() {
+                println!(
+                    "No changes to project {} between v{from} and v{to}",
+                    config.project
+                );
+            } else {
+                print!("{plan}");
+            }
+            Ok(())
+        }
+        FsCommand::Rollback { version } => {
+            let (root, config) = config(dir)?;
+            let store = open_store(&root, &config)?;
+            match ops::rollback(store.as_ref(), &config.project, version, &user())? {
+                ApplyOutcome::NoChanges => println!(
+                    "Project {} is already as in v{version}; nothing written",
+                    config.project
+                ),
+                ApplyOutcome::Applied {
+                    plan, version: new, ..
+                } => {
+                    print!("{plan}");
+                    println!(
+                        "Rolled back project {} to v{version}, written as v{new}",
+                        config.project
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn config(dir: &Path) -> anyhow::Result<(PathBuf, Config)> {
+    let root = std::path::absolute(dir)?;
+    let config = Config::load(&root, &env)?;
+    Ok((root, config))
+}
+
+fn read_registry(dir: &Path) -> anyhow::Result<(Config, amora_proto::RegistryFile)> {
+    let (root, config) = config(dir)?;
+    let store = open_store(&root, &config)?;
+    let (stored, file) = ops::read(store.as_ref())?;
+    if stored.is_none() {
+        return Err(anyhow!(
+            "no registry at {}; run `amora feature-store apply` first",
+            store.location()
+        ));
+    }
+    Ok((config, file))
+}
