@@ -44,8 +44,12 @@ pub fn load_project(
         source,
     })?;
     let config = Config::load(&root, env)?;
-    let defs = load_definitions(&root, &config)?;
-    let mut problems = validate(&defs);
+    let (defs, mut problems, complete) = read_definitions(&root, &config);
+    // Validate what was read, unless a whole file was unreadable: then references to
+    // its objects would be reported as unknown, which is noise.
+    if complete {
+        problems.extend(validate(&defs));
+    }
     problems.0.sort_by(|a, b| a.file.cmp(&b.file));
     problems.into_result()?;
     Ok(Project { root, config, defs })
@@ -54,6 +58,13 @@ pub fn load_project(
 /// Reads every definition file. Returns all problems found while reading and parsing
 /// (validation of the whole comes after).
 pub fn load_definitions(root: &Path, config: &Config) -> Result<ProjectDefs, Diagnostics> {
+    let (defs, problems, _) = read_definitions(root, config);
+    problems.into_result().map(|()| defs)
+}
+
+/// Reads what can be read: the definitions, the problems, and whether every file
+/// could be parsed at all.
+fn read_definitions(root: &Path, config: &Config) -> (ProjectDefs, Diagnostics, bool) {
     let mut out = Diagnostics::default();
     let mut defs = ProjectDefs {
         name: config.project.clone(),
@@ -71,7 +82,8 @@ pub fn load_definitions(root: &Path, config: &Config) -> Result<ProjectDefs, Dia
         }
     }
     read_models(root, &config.models_path, &mut defs, &mut out);
-    out.into_result().map(|()| defs)
+    let complete = !out.0.iter().any(|d| d.object == "YAML" || d.object == "file" || d.message.starts_with("empty declaration"));
+    (defs, out, complete)
 }
 
 fn rel(root: &Path, p: &Path) -> PathBuf {

@@ -158,3 +158,82 @@ pub fn diff(old: &RegistryFile, new: &RegistryFile, project: &str) -> Result<Pla
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amora_proto::{Entity, EntitySpecV2, FeatureView, FeatureViewSpec, MaterializationInterval, Project, ProjectSpec};
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp { seconds: s, nanos: 0 }
+    }
+
+    fn objects(project: &str, ttl: i64) -> FeastObjects {
+        let mut o = FeastObjects {
+            project: Some(Project { spec: Some(ProjectSpec { name: project.into(), ..Default::default() }), meta: None }),
+            ..Default::default()
+        };
+        o.entities.insert(
+            "e".into(),
+            Entity { spec: Some(EntitySpecV2 { name: "e".into(), join_key: "e".into(), value_type: 2, project: project.into(), ..Default::default() }), meta: None },
+        );
+        o.feature_views.insert(
+            "v".into(),
+            FeatureView {
+                spec: Some(FeatureViewSpec {
+                    name: "v".into(),
+                    project: project.into(),
+                    entities: vec!["e".into()],
+                    ttl: Some(amora_proto::Duration { seconds: ttl, nanos: 0 }),
+                    ..Default::default()
+                }),
+                meta: None,
+            },
+        );
+        o
+    }
+
+    #[test]
+    fn update_keeps_created_time_and_materialization_intervals() {
+        let (first, plan) = build(&RegistryFile::default(), &objects("p", 10), "p", ts(100)).unwrap();
+        assert_eq!(plan.counts(), (3, 0, 0));
+        // Record a materialization as `materialize` would.
+        let mut file = first.clone();
+        for f in file.fields.iter_mut().filter(|f| f.tag == ObjectKind::FeatureView.tag()) {
+            let mut v: FeatureView = f.decode().unwrap();
+            v.meta.as_mut().unwrap().materialization_intervals.push(MaterializationInterval { start_time: Some(ts(1)), end_time: Some(ts(2)) });
+            *f = RawField::message(ObjectKind::FeatureView.tag(), &v);
+        }
+        // Materialization bookkeeping alone is not a change.
+        assert!(plan_of(&file, &objects("p", 10)).is_empty());
+        let (next, plan) = build(&file, &objects("p", 20), "p", ts(200)).unwrap();
+        assert_eq!(plan.counts(), (0, 1, 0));
+        assert_eq!(plan.changes[0].details, vec!["ttl: \"10s\" -> \"20s\""]);
+        let v: FeatureView = next.objects(ObjectKind::FeatureView, "p").next().unwrap().1.decode().unwrap();
+        let meta = v.meta.unwrap();
+        assert_eq!(meta.created_timestamp, Some(ts(100)));
+        assert_eq!(meta.last_updated_timestamp, Some(ts(200)));
+        assert_eq!(meta.materialization_intervals.len(), 1);
+        // The entity did not change: same bytes.
+        let bytes = |f: &RegistryFile| f.objects(ObjectKind::Entity, "p").next().unwrap().1.bytes.clone();
+        assert_eq!(bytes(&file), bytes(&next));
+    }
+
+    fn plan_of(file: &RegistryFile, desired: &FeastObjects) -> Plan {
+        plan(file, desired, "p").unwrap()
+    }
+
+    #[test]
+    fn other_projects_are_never_touched_and_rollback_splices() {
+        let (a, _) = build(&RegistryFile::default(), &objects("other", 5), "other", ts(1)).unwrap();
+        let (b, _) = build(&a, &objects("p", 10), "p", ts(2)).unwrap();
+        let (c, plan) = build(&b, &FeastObjects::default(), "p", ts(3)).unwrap();
+        assert_eq!(plan.counts(), (0, 0, 3), "apply is total: everything of p goes");
+        assert_eq!(c.objects(ObjectKind::FeatureView, "p").count(), 0);
+        let other = |f: &RegistryFile| f.fields.iter().filter(|f| f.key().is_some_and(|k| k.1 == "other")).map(|f| f.bytes.clone()).collect::<Vec<_>>();
+        assert_eq!(other(&a), other(&c));
+        let restored = splice(&c, &b, "p");
+        assert!(diff(&b, &restored, "p").unwrap().is_empty());
+        assert_eq!(other(&restored), other(&a));
+    }
+}

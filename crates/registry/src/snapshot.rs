@@ -7,11 +7,10 @@ use amora_proto::{
 
 /// Decodes the objects of `project` that amora manages.
 pub fn current_objects(file: &RegistryFile, project: &str) -> Result<FeastObjects, ProtoError> {
-    let mut out = FeastObjects::default();
-    out.project = file
-        .decode_all::<Project>(ObjectKind::Project, project)?
-        .into_iter()
-        .next();
+    let mut out = FeastObjects {
+        project: file.decode_all::<Project>(ObjectKind::Project, project)?.into_iter().next(),
+        ..Default::default()
+    };
     for e in file.decode_all::<Entity>(ObjectKind::Entity, project)? {
         out.entities.insert(
             e.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),

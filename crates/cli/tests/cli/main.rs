@@ -1,0 +1,7 @@
+//! End-to-end tests of the `amora` binary: one test binary for the crate.
+//! `e2e` needs nothing but the binary; `feast_compat` needs a Python with Feast 0.67
+//! (`AMORA_FEAST_PYTHON`), and is skipped without one unless `TEST_INTEGRATION=1`.
+
+mod e2e;
+mod feast_compat;
+mod support;

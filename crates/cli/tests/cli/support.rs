@@ -1,0 +1,77 @@
+//! Helpers: run the binary, scaffold projects, read registries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use amora_proto::RegistryFile;
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "amora failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    #[track_caller]
+    pub fn fails(self) -> Run {
+        assert_ne!(self.code, 0, "amora should have failed:\nstdout:\n{}", self.stdout);
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn amora_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_amora"));
+    c.arg("--project-dir").arg(dir).args(args).env("AMORA_USER", "tester");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AMORA_FEATURE_STORE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+pub fn amora(dir: &Path, args: &[&str]) -> Run {
+    amora_cmd(dir, args).output().expect("run amora").into()
+}
+
+/// A fresh copy of the example project (named `name`) in a temporary folder.
+pub fn example(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("proj");
+    let run: Run = Command::new(env!("CARGO_BIN_EXE_amora"))
+        .args(["init", dir.to_str().unwrap(), "--name", name])
+        .output()
+        .unwrap()
+        .into();
+    run.ok();
+    (tmp, dir)
+}
+
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+pub fn registry(path: &Path) -> RegistryFile {
+    RegistryFile::parse(&std::fs::read(path).unwrap()).unwrap()
+}
+
+pub fn json(run: Run) -> serde_json::Value {
+    serde_json::from_str(&run.ok().stdout).expect("JSON output")
+}
