@@ -110,20 +110,12 @@ fn cell(v: &Value) -> String {
         Value::Array(a) => a
             .iter()
             .map(|x| match x {
-                Value::Object(o) => o
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                Value::Object(o) => o.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
                 other => cell(other),
             })
             .collect::<Vec<_>>()
             .join(", "),
-        Value::Object(o) => o
-            .iter()
-            .map(|(k, v)| format!("{k}={}", cell(v)))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Object(o) => o.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }
@@ -136,47 +128,20 @@ pub fn list(file: &RegistryFile, project: &str, kind: Kind, as_json: bool) -> an
     }
     let columns: &[&str] = match kind {
         Kind::Entities => &["name", "join_key", "value_type", "description"],
-        Kind::FeatureViews => &[
-            "name",
-            "type",
-            "entities",
-            "features",
-            "ttl_seconds",
-            "online",
-            "owner",
-        ],
+        Kind::FeatureViews => &["name", "type", "entities", "features", "ttl_seconds", "online", "owner"],
         Kind::FeatureServices => &["name", "features", "owner"],
         Kind::DataSources => &["name", "class", "location"],
     };
-    let rows: Vec<Vec<String>> = recs
-        .iter()
-        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
-        .collect();
+    let rows: Vec<Vec<String>> = recs.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([c.len()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|(i, c)| rows.iter().map(|r| r[i].len()).chain([c.len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
     };
-    println!(
-        "{}",
-        line(columns.iter().map(|c| c.to_uppercase()).collect())
-    );
+    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
     for r in rows {
         println!("{}", line(r));
     }
@@ -186,16 +151,10 @@ pub fn list(file: &RegistryFile, project: &str, kind: Kind, as_json: bool) -> an
 pub fn describe(file: &RegistryFile, project: &str, name: &str) -> anyhow::Result<()> {
     let o = current_objects(file, project)?;
     let found: Vec<(&str, Value)> = [
-        o.feature_views
-            .get(name)
-            .map(|v| ("feature view", to_json(v))),
+        o.feature_views.get(name).map(|v| ("feature view", to_json(v))),
         o.entities.get(name).map(|v| ("entity", to_json(v))),
-        o.feature_services
-            .get(name)
-            .map(|v| ("feature service", to_json(v))),
-        o.data_sources
-            .get(name)
-            .map(|v| ("data source", to_json(v))),
+        o.feature_services.get(name).map(|v| ("feature service", to_json(v))),
+        o.data_sources.get(name).map(|v| ("data source", to_json(v))),
     ]
     .into_iter()
     .flatten()
@@ -230,19 +189,10 @@ pub fn dump(file: &RegistryFile, project: &str) -> anyhow::Result<()> {
             root.insert(key.into(), Value::Array(items));
         }
     };
-    put(
-        "dataSources",
-        o.data_sources.values().map(to_json).collect(),
-    );
+    put("dataSources", o.data_sources.values().map(to_json).collect());
     put("entities", o.entities.values().map(to_json).collect());
-    put(
-        "featureViews",
-        o.feature_views.values().map(to_json).collect(),
-    );
-    put(
-        "featureServices",
-        o.feature_services.values().map(to_json).collect(),
-    );
+    put("featureViews", o.feature_views.values().map(to_json).collect());
+    put("featureServices", o.feature_services.values().map(to_json).collect());
     if let Some(p) = &o.project {
         root.insert("projectObject".into(), to_json(p));
     }

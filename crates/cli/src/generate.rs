@@ -37,12 +37,7 @@ fn timestamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -59,19 +54,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Writes `rows` health records as CSV (timestamps are UTC, written without a zone).
-pub fn write_health_csv(
-    out: &mut dyn Write,
-    rows: u64,
-    seed: u64,
-    days: u64,
-    sources: usize,
-) -> std::io::Result<()> {
+pub fn write_health_csv(out: &mut dyn Write, rows: u64, seed: u64, days: u64, sources: usize) -> std::io::Result<()> {
     let mut rng = Rng::new(seed);
     let span = (days.max(1) * 86_400) as i64;
-    writeln!(
-        out,
-        "type,source_name,source_version,unit,creation_date,start_date,end_date,value"
-    )?;
+    writeln!(out, "type,source_name,source_version,unit,creation_date,start_date,end_date,value")?;
     for _ in 0..rows {
         let s = rng.below(sources.max(1) as u64) as usize;
         let (name, version) = match SOURCES.get(s) {
@@ -82,27 +68,15 @@ pub fn write_health_csv(
         let duration = 60 + rng.below(600) as i64;
         let created = start + duration + rng.below(3600) as i64;
         let (kind, unit, value) = match rng.below(10) {
-            0..=6 => (
-                "HKQuantityTypeIdentifierStepCount",
-                "count",
-                format!("{}", 1 + rng.below(2000)),
-            ),
-            7 | 8 => (
-                "HKQuantityTypeIdentifierHeartRate",
-                "count/min",
-                format!("{}", 50 + rng.below(130)),
-            ),
+            0..=6 => ("HKQuantityTypeIdentifierStepCount", "count", format!("{}", 1 + rng.below(2000))),
+            7 | 8 => ("HKQuantityTypeIdentifierHeartRate", "count/min", format!("{}", 50 + rng.below(130))),
             _ => (
                 "HKQuantityTypeIdentifierDistanceWalkingRunning",
                 "km",
                 format!("{:.3}", rng.below(2000) as f64 / 1000.0),
             ),
         };
-        let name = if name.contains(',') {
-            format!("\"{name}\"")
-        } else {
-            name
-        };
+        let name = if name.contains(',') { format!("\"{name}\"") } else { name };
         writeln!(
             out,
             "{kind},{name},{version},{unit},{},{},{},{value}",
@@ -121,10 +95,7 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(timestamp(EPOCH_2024), "2024-01-01 00:00:00");
-        assert_eq!(
-            timestamp(EPOCH_2024 + 59 * 86_400 + 3661),
-            "2024-02-29 01:01:01"
-        );
+        assert_eq!(timestamp(EPOCH_2024 + 59 * 86_400 + 3661), "2024-02-29 01:01:01");
         assert_eq!(timestamp(0), "1970-01-01 00:00:00");
     }
 

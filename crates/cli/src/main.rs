@@ -136,21 +136,10 @@ fn env(name: &str) -> Option<String> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = cli.project_dir.as_path();
     match cli.command {
-        Command::Init {
-            dir: target,
-            rows,
-            seed,
-            name,
-        } => {
+        Command::Init { dir: target, rows, seed, name } => {
             init::init(&target, rows, seed, name.as_deref())?;
-            println!(
-                "Created the example project in {} ({rows} rows of health data).",
-                target.display()
-            );
-            println!(
-                "Next: cd {} && amora feature-store plan && amora feature-store apply",
-                target.display()
-            );
+            println!("Created the example project in {} ({rows} rows of health data).", target.display());
+            println!("Next: cd {} && amora feature-store plan && amora feature-store apply", target.display());
             Ok(())
         }
         Command::Validate => {
@@ -166,15 +155,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::GenerateHealth {
-            rows,
-            seed,
-            days,
-            sources,
-            output,
-        } => {
-            let f = std::fs::File::create(&output)
-                .with_context(|| format!("writing {}", output.display()))?;
+        Command::GenerateHealth { rows, seed, days, sources, output } => {
+            let f = std::fs::File::create(&output).with_context(|| format!("writing {}", output.display()))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
             generate::write_health_csv(&mut w, rows, seed, days, sources)?;
             std::io::Write::flush(&mut w)?;
@@ -217,23 +199,16 @@ fn open_store(root: &Path, config: &Config) -> anyhow::Result<Box<dyn RegistrySt
 
 fn desired_objects(p: &Project) -> FeastObjects {
     let table = |m: &amora_model::Model| match &p.config.feature_store.offline_store {
-        amora_project::OfflineStoreConfig::Embedded => {
-            TableRef::File(p.table_path(&m.name).display().to_string())
+        amora_project::OfflineStoreConfig::Embedded => TableRef::File(p.table_path(&m.name).display().to_string()),
+        amora_project::OfflineStoreConfig::Bigquery { project_id, dataset, .. } => {
+            TableRef::BigQuery(format!("{project_id}.{dataset}.{}", m.name))
         }
-        amora_project::OfflineStoreConfig::Bigquery {
-            project_id,
-            dataset,
-            ..
-        } => TableRef::BigQuery(format!("{project_id}.{dataset}.{}", m.name)),
     };
     feast_objects(&p.defs, &table)
 }
 
 fn user() -> String {
-    env("AMORA_USER")
-        .or_else(|| env("USER"))
-        .or_else(|| env("LOGNAME"))
-        .unwrap_or_else(|| "unknown".into())
+    env("AMORA_USER").or_else(|| env("USER")).or_else(|| env("LOGNAME")).unwrap_or_else(|| "unknown".into())
 }
 
 fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
@@ -258,31 +233,12 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 (ApplyOutcome::NoChanges, true) => {
                     println!("{}", serde_json::json!({"changed": false}))
                 }
-                (
-                    ApplyOutcome::Applied {
-                        plan,
-                        version,
-                        version_id,
-                        ..
-                    },
-                    false,
-                ) => {
+                (ApplyOutcome::Applied { plan, version, version_id, .. }, false) => {
                     println!("Applying changes for project {}", p.defs.name);
                     print!("{plan}");
-                    println!(
-                        "Registry version {version} ({version_id}) written to {}",
-                        store.location()
-                    );
+                    println!("Registry version {version} ({version_id}) written to {}", store.location());
                 }
-                (
-                    ApplyOutcome::Applied {
-                        plan,
-                        version,
-                        version_id,
-                        attempts,
-                    },
-                    true,
-                ) => println!(
+                (ApplyOutcome::Applied { plan, version, version_id, attempts }, true) => println!(
                     "{}",
                     serde_json::json!({"changed": true, "version": version, "version_id": version_id, "attempts": attempts, "plan": plan})
                 ),
@@ -310,10 +266,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             if versions.is_empty() {
-                println!(
-                    "No registry versions yet at {}; run `amora feature-store apply`.",
-                    store.location()
-                );
+                println!("No registry versions yet at {}; run `amora feature-store apply`.", store.location());
             }
             for v in versions {
                 let kind = match v.kind {
@@ -321,10 +274,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                     history::VersionKind::Rollback => "rollback",
                     history::VersionKind::External => "external",
                 };
-                println!(
-                    "v{}  {}  {}  {kind}  project {}  ({})",
-                    v.number, v.time, v.user, v.project, v.version_id
-                );
+                println!("v{}  {}  {}  {kind}  project {}  ({})", v.number, v.time, v.user, v.project, v.version_id);
                 for s in &v.summary {
                     println!("    {s}");
                 }
@@ -336,10 +286,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             let store = open_store(&root, &config)?;
             let plan = ops::diff_versions(store.as_ref(), &config.project, from, to)?;
             if plan.is_empty() {
-                println!(
-                    "No changes to project {} between v{from} and v{to}",
-                    config.project
-                );
+                println!("No changes to project {} between v{from} and v{to}", config.project);
             } else {
                 print!("{plan}");
             }
@@ -349,18 +296,12 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             let (root, config) = config(dir)?;
             let store = open_store(&root, &config)?;
             match ops::rollback(store.as_ref(), &config.project, version, &user())? {
-                ApplyOutcome::NoChanges => println!(
-                    "Project {} is already as in v{version}; nothing written",
-                    config.project
-                ),
-                ApplyOutcome::Applied {
-                    plan, version: new, ..
-                } => {
+                ApplyOutcome::NoChanges => {
+                    println!("Project {} is already as in v{version}; nothing written", config.project)
+                }
+                ApplyOutcome::Applied { plan, version: new, .. } => {
                     print!("{plan}");
-                    println!(
-                        "Rolled back project {} to v{version}, written as v{new}",
-                        config.project
-                    );
+                    println!("Rolled back project {} to v{version}, written as v{new}", config.project);
                 }
             }
             Ok(())
@@ -379,10 +320,7 @@ fn read_registry(dir: &Path) -> anyhow::Result<(Config, amora_proto::RegistryFil
     let store = open_store(&root, &config)?;
     let (stored, file) = ops::read(store.as_ref())?;
     if stored.is_none() {
-        return Err(anyhow!(
-            "no registry at {}; run `amora feature-store apply` first",
-            store.location()
-        ));
+        return Err(anyhow!("no registry at {}; run `amora feature-store apply` first", store.location()));
     }
     Ok((config, file))
 }

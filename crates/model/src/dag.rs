@@ -10,21 +10,13 @@ pub fn generations(deps: &BTreeMap<String, Vec<String>>) -> Result<Vec<Vec<Strin
     let mut remaining: BTreeMap<&str, BTreeSet<&str>> = deps
         .iter()
         .map(|(n, ds)| {
-            let inner = ds
-                .iter()
-                .map(String::as_str)
-                .filter(|d| deps.contains_key(*d))
-                .collect();
+            let inner = ds.iter().map(String::as_str).filter(|d| deps.contains_key(*d)).collect();
             (n.as_str(), inner)
         })
         .collect();
     let mut out = Vec::new();
     while !remaining.is_empty() {
-        let ready: Vec<&str> = remaining
-            .iter()
-            .filter(|(_, ds)| ds.is_empty())
-            .map(|(n, _)| *n)
-            .collect();
+        let ready: Vec<&str> = remaining.iter().filter(|(_, ds)| ds.is_empty()).map(|(n, _)| *n).collect();
         if ready.is_empty() {
             return Err(find_cycle(&remaining));
         }
@@ -63,27 +55,15 @@ mod tests {
     use super::*;
 
     fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-        edges
-            .iter()
-            .map(|(n, ds)| (n.to_string(), ds.iter().map(|d| d.to_string()).collect()))
-            .collect()
+        edges.iter().map(|(n, ds)| (n.to_string(), ds.iter().map(|d| d.to_string()).collect())).collect()
     }
 
     #[test]
     fn orders_generations() {
-        let g = graph(&[
-            ("c", &["a", "b"]),
-            ("b", &["a", "health"]),
-            ("a", &[]),
-            ("d", &[]),
-        ]);
+        let g = graph(&[("c", &["a", "b"]), ("b", &["a", "health"]), ("a", &[]), ("d", &[])]);
         assert_eq!(
             generations(&g).unwrap(),
-            vec![
-                vec!["a".to_string(), "d".into()],
-                vec!["b".into()],
-                vec!["c".into()]
-            ]
+            vec![vec!["a".to_string(), "d".into()], vec!["b".into()], vec!["c".into()]]
         );
     }
 

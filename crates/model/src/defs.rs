@@ -187,11 +187,7 @@ impl ProjectDefs {
         self.entities.iter().find(|e| e.name == name)
     }
     pub fn feature_views(&self) -> impl Iterator<Item = FeatureView<'_>> {
-        self.models.iter().filter_map(|m| {
-            m.feature_view
-                .as_ref()
-                .map(|decl| FeatureView { model: m, decl })
-        })
+        self.models.iter().filter_map(|m| m.feature_view.as_ref().map(|decl| FeatureView { model: m, decl }))
     }
     pub fn feature_view(&self, name: &str) -> Option<FeatureView<'_>> {
         self.feature_views().find(|v| v.decl.name == name)
@@ -211,10 +207,7 @@ impl ProjectDefs {
                 description: format!("All features of {}", v.decl.name),
                 owner: v.decl.owner.clone(),
                 tags: Tags::new(),
-                items: vec![ServiceItem {
-                    view: v.decl.name.clone(),
-                    features: None,
-                }],
+                items: vec![ServiceItem { view: v.decl.name.clone(), features: None }],
                 file: v.model.yaml_file.clone(),
                 implicit: true,
             });
@@ -226,17 +219,9 @@ impl ProjectDefs {
 impl FeatureView<'_> {
     /// The join-key columns, in the order of the view's entities.
     pub fn join_keys<'p>(&self, project: &'p ProjectDefs) -> Vec<&'p Entity> {
-        self.decl
-            .entities
-            .iter()
-            .filter_map(|e| project.entity(e))
-            .collect()
+        self.decl.entities.iter().filter_map(|e| project.entity(e)).collect()
     }
     pub fn feature_columns(&self) -> Vec<&Column> {
-        self.decl
-            .features
-            .iter()
-            .filter_map(|f| self.model.column(f))
-            .collect()
+        self.decl.features.iter().filter_map(|f| self.model.column(f)).collect()
     }
 }

@@ -19,13 +19,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(object: impl Into<String>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: None,
-            position: None,
-            object: object.into(),
-            message: message.into(),
-            fix: None,
-        }
+        Diagnostic { file: None, position: None, object: object.into(), message: message.into(), fix: None }
     }
 
     pub fn in_file(mut self, file: impl Into<PathBuf>) -> Diagnostic {
@@ -91,11 +85,7 @@ impl Diagnostics {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(
-            f,
-            "{n} error{} in the project definitions:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{n} error{} in the project definitions:", if n == 1 { "" } else { "s" })?;
         for d in &self.0 {
             writeln!(f, "- {d}")?;
         }

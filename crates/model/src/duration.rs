@@ -29,10 +29,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         };
         let n: u64 = digits.parse().map_err(|_| bad())?;
         digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
     }
     if !digits.is_empty() {
         return Err(bad());

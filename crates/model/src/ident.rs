@@ -4,9 +4,7 @@
 /// a letter or `_`, then letters, digits or `_`; at most 128 characters.
 pub fn check_identifier(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let ok_first = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if ok_first && name.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Ok(());
     }
@@ -29,16 +27,8 @@ pub fn check_project_name(name: &str) -> Result<(), String> {
 }
 
 fn suggest_identifier(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         s.insert(0, '_');
     }

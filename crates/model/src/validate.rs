@@ -5,16 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::ident::{check_identifier, check_project_name, closest};
-use crate::{
-    dag, DataTest, Diagnostic, Diagnostics, ProjectDefs, ValueType, IMPLICIT_SERVICE_PREFIX,
-};
+use crate::{dag, DataTest, Diagnostic, Diagnostics, ProjectDefs, ValueType, IMPLICIT_SERVICE_PREFIX};
 
 /// Checks `project` and returns every problem found.
 pub fn validate(project: &ProjectDefs) -> Diagnostics {
-    let mut v = Validator {
-        project,
-        out: Diagnostics::default(),
-    };
+    let mut v = Validator { project, out: Diagnostics::default() };
     v.project();
     v.names();
     v.dependencies();
@@ -39,12 +34,7 @@ impl Validator<'_> {
 
     fn project(&mut self) {
         if let Err(e) = check_project_name(&self.project.name) {
-            self.err(
-                Path::new("amora.yaml"),
-                "project".into(),
-                e,
-                Some("rename `project:` in amora.yaml".into()),
-            );
+            self.err(Path::new("amora.yaml"), "project".into(), e, Some("rename `project:` in amora.yaml".into()));
         }
     }
 
@@ -55,11 +45,7 @@ impl Validator<'_> {
             .sources
             .iter()
             .map(|s| ("source", &s.name, s.file.as_path()))
-            .chain(
-                p.models
-                    .iter()
-                    .map(|m| ("model", &m.name, m.yaml_file.as_path())),
-            )
+            .chain(p.models.iter().map(|m| ("model", &m.name, m.yaml_file.as_path())))
         {
             if let Err(e) = check_identifier(name) {
                 self.err(file, format!("{kind} {name}"), e, None);
@@ -68,14 +54,8 @@ impl Validator<'_> {
                 self.err(
                     file,
                     format!("{kind} {name}"),
-                    format!(
-                        "the name `{name}` is already used by a source or model in {}",
-                        first.display()
-                    ),
-                    Some(
-                        "give each source and model its own name: SQL refers to them by name"
-                            .into(),
-                    ),
+                    format!("the name `{name}` is already used by a source or model in {}", first.display()),
+                    Some("give each source and model its own name: SQL refers to them by name".into()),
                 );
             }
         }
@@ -83,12 +63,7 @@ impl Validator<'_> {
         for e in &p.entities {
             for (what, n) in [("name", &e.name), ("join key", &e.join_key)] {
                 if let Err(msg) = check_identifier(n) {
-                    self.err(
-                        &e.file,
-                        format!("entity {}", e.name),
-                        format!("{what}: {msg}"),
-                        None,
-                    );
+                    self.err(&e.file, format!("entity {}", e.name), format!("{what}: {msg}"), None);
                 }
             }
             if let Some(first) = seen.insert(e.name.as_str(), &e.file) {
@@ -103,12 +78,7 @@ impl Validator<'_> {
         let mut views = BTreeMap::new();
         for v in p.feature_views() {
             if let Err(e) = check_identifier(&v.decl.name) {
-                self.err(
-                    &v.model.yaml_file,
-                    format!("feature view {}", v.decl.name),
-                    e,
-                    None,
-                );
+                self.err(&v.model.yaml_file, format!("feature view {}", v.decl.name), e, None);
             }
             if let Some(first) = views.insert(v.decl.name.as_str(), &v.model.yaml_file) {
                 self.err(
@@ -131,9 +101,7 @@ impl Validator<'_> {
                         &s.file,
                         format!("feature service {}", s.name),
                         format!("`{}` is amora's implicit service for view `{view}`", s.name),
-                        Some(format!(
-                            "rename it; the prefix `{IMPLICIT_SERVICE_PREFIX}` is reserved"
-                        )),
+                        Some(format!("rename it; the prefix `{IMPLICIT_SERVICE_PREFIX}` is reserved")),
                     );
                 }
             }
@@ -150,12 +118,8 @@ impl Validator<'_> {
 
     fn dependencies(&mut self) {
         let p = self.project;
-        let tables: Vec<&str> = p
-            .sources
-            .iter()
-            .map(|s| s.name.as_str())
-            .chain(p.models.iter().map(|m| m.name.as_str()))
-            .collect();
+        let tables: Vec<&str> =
+            p.sources.iter().map(|s| s.name.as_str()).chain(p.models.iter().map(|m| m.name.as_str())).collect();
         for m in &p.models {
             for d in &m.depends_on {
                 if !tables.contains(&d.as_str()) {
@@ -163,20 +127,11 @@ impl Validator<'_> {
                         Some(c) => format!("did you mean `{c}`?"),
                         None => "declare it as a source or add a model with that name".into(),
                     };
-                    self.err(
-                        &m.sql_file,
-                        format!("model {}", m.name),
-                        format!("reads unknown table `{d}`"),
-                        Some(fix),
-                    );
+                    self.err(&m.sql_file, format!("model {}", m.name), format!("reads unknown table `{d}`"), Some(fix));
                 }
             }
         }
-        let graph = p
-            .models
-            .iter()
-            .map(|m| (m.name.clone(), m.depends_on.clone()))
-            .collect();
+        let graph = p.models.iter().map(|m| (m.name.clone(), m.depends_on.clone())).collect();
         if let Err(cycle) = dag::generations(&graph) {
             let first = p.model(&cycle[0]).expect("cycle of models");
             self.err(
@@ -198,12 +153,7 @@ impl Validator<'_> {
                     self.err(&m.yaml_file, obj.clone(), format!("column: {e}"), None);
                 }
                 if !cols.insert(c.name.as_str()) {
-                    self.err(
-                        &m.yaml_file,
-                        obj.clone(),
-                        format!("column `{}` is declared twice", c.name),
-                        None,
-                    );
+                    self.err(&m.yaml_file, obj.clone(), format!("column `{}` is declared twice", c.name), None);
                 }
                 for t in &c.tests {
                     self.data_test(m, t, Some(&c.name));
@@ -229,10 +179,7 @@ impl Validator<'_> {
                 let target_cols: Option<Vec<&str>> = p
                     .model(to)
                     .map(|t| t.columns.iter().map(|c| c.name.as_str()).collect())
-                    .or_else(|| {
-                        p.source(to)
-                            .map(|s| s.columns.iter().map(|c| c.name.as_str()).collect())
-                    });
+                    .or_else(|| p.source(to).map(|s| s.columns.iter().map(|c| c.name.as_str()).collect()));
                 match target_cols {
                     None => self.err(
                         &m.yaml_file,
@@ -270,27 +217,12 @@ impl Validator<'_> {
                 }
             }
             DataTest::AcceptedValues { values } if values.is_empty() => {
-                self.err(
-                    &m.yaml_file,
-                    obj,
-                    "accepted_values has an empty `values` list".into(),
-                    None,
-                );
+                self.err(&m.yaml_file, obj, "accepted_values has an empty `values` list".into(), None);
             }
-            DataTest::RowCount {
-                min: Some(lo),
-                max: Some(hi),
-            } if lo > hi => {
-                self.err(
-                    &m.yaml_file,
-                    obj,
-                    format!("row_count has min {lo} > max {hi}"),
-                    None,
-                );
+            DataTest::RowCount { min: Some(lo), max: Some(hi) } if lo > hi => {
+                self.err(&m.yaml_file, obj, format!("row_count has min {lo} > max {hi}"), None);
             }
-            DataTest::NotNull | DataTest::Unique | DataTest::AcceptedValues { .. }
-                if column.is_none() =>
-            {
+            DataTest::NotNull | DataTest::Unique | DataTest::AcceptedValues { .. } if column.is_none() => {
                 self.err(
                     &m.yaml_file,
                     obj,
@@ -308,15 +240,8 @@ impl Validator<'_> {
             None => {
                 let fix = closest(col, m.columns.iter().map(|c| c.name.as_str()))
                     .map(|c| format!("did you mean `{c}`?"))
-                    .unwrap_or_else(|| {
-                        "declare the column under `columns:` with type timestamp".into()
-                    });
-                self.err(
-                    &m.yaml_file,
-                    obj,
-                    format!("{what} column `{col}` is not a column of the model"),
-                    Some(fix),
-                );
+                    .unwrap_or_else(|| "declare the column under `columns:` with type timestamp".into());
+                self.err(&m.yaml_file, obj, format!("{what} column `{col}` is not a column of the model"), Some(fix));
                 false
             }
             Some(c) if !c.ty.is_timestamp() => {
@@ -324,9 +249,7 @@ impl Validator<'_> {
                     &m.yaml_file,
                     obj,
                     format!("{what} column `{col}` has type {}, not timestamp", c.ty),
-                    Some(format!(
-                        "declare `{col}` with `type: timestamp` or pick a timestamp column"
-                    )),
+                    Some(format!("declare `{col}` with `type: timestamp` or pick a timestamp column")),
                 );
                 false
             }
@@ -373,15 +296,8 @@ impl Validator<'_> {
                 let Some(e) = p.entity(en) else {
                     let fix = closest(en, p.entities.iter().map(|e| e.name.as_str()))
                         .map(|c| format!("did you mean `{c}`?"))
-                        .unwrap_or_else(|| {
-                            "declare it under `entities:` in a feature_store file".into()
-                        });
-                    self.err(
-                        &m.yaml_file,
-                        obj.clone(),
-                        format!("unknown entity `{en}`"),
-                        Some(fix),
-                    );
+                        .unwrap_or_else(|| "declare it under `entities:` in a feature_store file".into());
+                    self.err(&m.yaml_file, obj.clone(), format!("unknown entity `{en}`"), Some(fix));
                     continue;
                 };
                 keys.insert(e.join_key.as_str());
@@ -389,19 +305,13 @@ impl Validator<'_> {
                     None => self.err(
                         &m.yaml_file,
                         obj.clone(),
-                        format!(
-                            "entity `{en}` joins on `{}`, which is not a column of model `{}`",
-                            e.join_key, m.name
-                        ),
+                        format!("entity `{en}` joins on `{}`, which is not a column of model `{}`", e.join_key, m.name),
                         Some(format!("add `{}` to the model's columns", e.join_key)),
                     ),
                     Some(c) if c.ty != e.value_type => self.err(
                         &m.yaml_file,
                         obj.clone(),
-                        format!(
-                            "join key `{}` has type {} but entity `{en}` is {}",
-                            e.join_key, c.ty, e.value_type
-                        ),
+                        format!("join key `{}` has type {} but entity `{en}` is {}", e.join_key, c.ty, e.value_type),
                         Some("make the column and the entity agree".into()),
                     ),
                     Some(_) => {}
@@ -422,12 +332,7 @@ impl Validator<'_> {
             }
             for f in &v.decl.features {
                 if !seen.insert(f.as_str()) {
-                    self.err(
-                        &m.yaml_file,
-                        obj.clone(),
-                        format!("feature `{f}` is listed twice"),
-                        None,
-                    );
+                    self.err(&m.yaml_file, obj.clone(), format!("feature `{f}` is listed twice"), None);
                 }
                 if m.column(f).is_none() {
                     let fix = closest(f, m.columns.iter().map(|c| c.name.as_str()))
@@ -472,12 +377,7 @@ impl Validator<'_> {
                     let fix = closest(&item.view, p.feature_views().map(|v| v.decl.name.as_str()))
                         .map(|c| format!("did you mean `{c}`?"))
                         .unwrap_or_else(|| "name a feature view declared in a model".into());
-                    self.err(
-                        &s.file,
-                        obj.clone(),
-                        format!("unknown feature view `{}`", item.view),
-                        Some(fix),
-                    );
+                    self.err(&s.file, obj.clone(), format!("unknown feature view `{}`", item.view), Some(fix));
                     continue;
                 };
                 for f in item.features.iter().flatten() {
@@ -497,9 +397,5 @@ impl Validator<'_> {
 
 /// The join-key type of every entity, for checks elsewhere.
 pub fn entity_types(project: &ProjectDefs) -> BTreeMap<&str, ValueType> {
-    project
-        .entities
-        .iter()
-        .map(|e| (e.join_key.as_str(), e.value_type))
-        .collect()
+    project.entities.iter().map(|e| (e.join_key.as_str(), e.value_type)).collect()
 }

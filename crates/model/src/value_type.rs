@@ -124,10 +124,7 @@ impl ValueType {
 
     /// Whether this type may be an entity join key (Feast's serializer accepts these).
     pub fn is_join_key_type(self) -> bool {
-        matches!(
-            self,
-            ValueType::Scalar(Scalar::String | Scalar::Bytes | Scalar::Int32 | Scalar::Int64)
-        )
+        matches!(self, ValueType::Scalar(Scalar::String | Scalar::Bytes | Scalar::Int32 | Scalar::Int64))
     }
 }
 
@@ -152,25 +149,11 @@ mod tests {
 
     #[test]
     fn parses_scalars_and_lists() {
-        assert_eq!(
-            ValueType::parse("Float64"),
-            Ok(ValueType::Scalar(Scalar::Float64))
-        );
-        assert_eq!(
-            ValueType::parse("list<int64>"),
-            Ok(ValueType::List(Scalar::Int64))
-        );
-        assert_eq!(
-            ValueType::parse("string[]"),
-            Ok(ValueType::List(Scalar::String))
-        );
-        assert_eq!(
-            ValueType::parse("bool_list"),
-            Ok(ValueType::List(Scalar::Bool))
-        );
-        assert!(ValueType::parse("decimal")
-            .unwrap_err()
-            .contains("list<int64>"));
+        assert_eq!(ValueType::parse("Float64"), Ok(ValueType::Scalar(Scalar::Float64)));
+        assert_eq!(ValueType::parse("list<int64>"), Ok(ValueType::List(Scalar::Int64)));
+        assert_eq!(ValueType::parse("string[]"), Ok(ValueType::List(Scalar::String)));
+        assert_eq!(ValueType::parse("bool_list"), Ok(ValueType::List(Scalar::Bool)));
+        assert!(ValueType::parse("decimal").unwrap_err().contains("list<int64>"));
     }
 
     #[test]

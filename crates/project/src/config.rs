@@ -99,9 +99,7 @@ pub enum OnlineStoreConfig {
 
 impl Default for OnlineStoreConfig {
     fn default() -> Self {
-        OnlineStoreConfig::Embedded {
-            path: default_online_path(),
-        }
+        OnlineStoreConfig::Embedded { path: default_online_path() }
     }
 }
 
@@ -144,10 +142,7 @@ pub enum RegistryLocation {
 impl Config {
     /// Reads `root/amora.yaml`, expanding `${VAR}` and applying the
     /// `AMORA_FEATURE_STORE_*` overrides from `env`.
-    pub fn load(
-        root: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, crate::ProjectError> {
+    pub fn load(root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, crate::ProjectError> {
         let path = root.join("amora.yaml");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -175,10 +170,7 @@ impl Config {
         if ![2, 3].contains(&config.feature_store.entity_key_serialization_version) {
             return Err(one(Diagnostic::new(
                 "feature_store.entity_key_serialization_version",
-                format!(
-                    "version {} is not supported",
-                    config.feature_store.entity_key_serialization_version
-                ),
+                format!("version {} is not supported", config.feature_store.entity_key_serialization_version),
             )
             .fix("use 3 (Feast's default) or 2 (what Amora used)")));
         }
@@ -199,11 +191,7 @@ impl Config {
             RegistryLocation::S3 { bucket, key }
         } else {
             let p = Path::new(r.strip_prefix("file://").unwrap_or(r));
-            RegistryLocation::Local(if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                root.join(p)
-            })
+            RegistryLocation::Local(if p.is_absolute() { p.to_path_buf() } else { root.join(p) })
         }
     }
 }
@@ -225,9 +213,7 @@ fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unterminated `${` in amora.yaml".to_string())?;
+        let end = after.find('}').ok_or_else(|| "unterminated `${` in amora.yaml".to_string())?;
         let expr = &after[..end];
         let (name, default) = match expr.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
@@ -246,36 +232,26 @@ fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 /// Amora's overrides: `AMORA_FEATURE_STORE_REGISTRY`, `..._ONLINE_STORE_TYPE`,
 /// `..._ONLINE_STORE_CONFIG` (a JSON object merged into the store's settings), and
 /// the same two for the offline store.
-fn apply_env_overrides(
-    doc: &mut serde_yaml::Value,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), String> {
+fn apply_env_overrides(doc: &mut serde_yaml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
     use serde_yaml::Value;
     let root = doc.as_mapping_mut().ok_or("amora.yaml must be a mapping")?;
-    let fs = root
-        .entry(Value::from("feature_store"))
-        .or_insert_with(|| Value::Mapping(Default::default()));
+    let fs = root.entry(Value::from("feature_store")).or_insert_with(|| Value::Mapping(Default::default()));
     if fs.is_null() {
         *fs = Value::Mapping(Default::default());
     }
-    let fs = fs
-        .as_mapping_mut()
-        .ok_or("`feature_store` must be a mapping")?;
+    let fs = fs.as_mapping_mut().ok_or("`feature_store` must be a mapping")?;
     if let Some(r) = env("AMORA_FEATURE_STORE_REGISTRY") {
         fs.insert("registry".into(), r.into());
     }
-    for (store, prefix) in [
-        ("online_store", "AMORA_FEATURE_STORE_ONLINE_STORE"),
-        ("offline_store", "AMORA_FEATURE_STORE_OFFLINE_STORE"),
-    ] {
+    for (store, prefix) in
+        [("online_store", "AMORA_FEATURE_STORE_ONLINE_STORE"), ("offline_store", "AMORA_FEATURE_STORE_OFFLINE_STORE")]
+    {
         let ty = env(&format!("{prefix}_TYPE"));
         let cfg = env(&format!("{prefix}_CONFIG"));
         if ty.is_none() && cfg.is_none() {
             continue;
         }
-        let entry = fs
-            .entry(store.into())
-            .or_insert_with(|| Value::Mapping(Default::default()));
+        let entry = fs.entry(store.into()).or_insert_with(|| Value::Mapping(Default::default()));
         if !entry.is_mapping() {
             *entry = Value::Mapping(Default::default());
         }
@@ -287,8 +263,8 @@ fn apply_env_overrides(
             m.insert("type".into(), t.into());
         }
         if let Some(c) = cfg {
-            let json: serde_json::Value = serde_json::from_str(&c)
-                .map_err(|e| format!("{prefix}_CONFIG is not valid JSON: {e}"))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&c).map_err(|e| format!("{prefix}_CONFIG is not valid JSON: {e}"))?;
             let serde_json::Value::Object(obj) = json else {
                 return Err(format!("{prefix}_CONFIG must be a JSON object"));
             };
@@ -307,28 +283,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn defaults_are_embedded() {
         let c = Config::parse("project: demo\n", &env_of(&[])).unwrap();
-        assert_eq!(
-            c.feature_store.online_store,
-            OnlineStoreConfig::Embedded {
-                path: "data/online.redb".into()
-            }
-        );
+        assert_eq!(c.feature_store.online_store, OnlineStoreConfig::Embedded { path: "data/online.redb".into() });
         assert_eq!(c.feature_store.offline_store, OfflineStoreConfig::Embedded);
         assert_eq!(c.feature_store.entity_key_serialization_version, 3);
-        assert_eq!(
-            c.registry_location(Path::new("/p")),
-            RegistryLocation::Local("/p/data/registry.db".into())
-        );
+        assert_eq!(c.registry_location(Path::new("/p")), RegistryLocation::Local("/p/data/registry.db".into()));
     }
 
     #[test]
@@ -345,10 +310,7 @@ mod tests {
         let c = Config::parse(text, &env).unwrap();
         assert_eq!(
             c.registry_location(Path::new("/p")),
-            RegistryLocation::Gcs {
-                bucket: "b1".into(),
-                path: "r.db".into()
-            }
+            RegistryLocation::Gcs { bucket: "b1".into(), path: "r.db".into() }
         );
         assert_eq!(
             c.feature_store.online_store,
@@ -362,34 +324,21 @@ mod tests {
         let c = Config::parse(text.replace("${BUCKET}", "b").as_str(), &env).unwrap();
         assert_eq!(
             c.registry_location(Path::new("/p")),
-            RegistryLocation::S3 {
-                bucket: "bk".into(),
-                key: "x/y.db".into()
-            }
+            RegistryLocation::S3 { bucket: "bk".into(), key: "x/y.db".into() }
         );
     }
 
     #[test]
     fn errors_name_the_problem() {
-        let e = Config::parse(
-            "project: demo\nfeature_store: {registry: '${NOPE}'}\n",
-            &env_of(&[]),
-        )
-        .unwrap_err();
+        let e = Config::parse("project: demo\nfeature_store: {registry: '${NOPE}'}\n", &env_of(&[])).unwrap_err();
         assert!(e.to_string().contains("`NOPE` is not set"), "{e}");
         let e = Config::parse("project: demo\n  bad: [\n", &env_of(&[])).unwrap_err();
         assert!(e.0[0].position.is_some(), "{e}");
-        let e = Config::parse(
-            "project: demo\nfeature_store: {online_store: {type: redis, hots: x}}\n",
-            &env_of(&[]),
-        )
-        .unwrap_err();
+        let e = Config::parse("project: demo\nfeature_store: {online_store: {type: redis, hots: x}}\n", &env_of(&[]))
+            .unwrap_err();
         assert!(e.to_string().contains("hots"), "{e}");
-        let e = Config::parse(
-            "project: demo\nfeature_store: {entity_key_serialization_version: 1}\n",
-            &env_of(&[]),
-        )
-        .unwrap_err();
+        let e = Config::parse("project: demo\nfeature_store: {entity_key_serialization_version: 1}\n", &env_of(&[]))
+            .unwrap_err();
         assert!(e.to_string().contains("use 3"), "{e}");
     }
 }

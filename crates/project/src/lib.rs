@@ -22,8 +22,5 @@ pub enum ProjectError {
     #[error("no amora.yaml in {0}; run `amora init` or pass --project-dir")]
     NotAProject(std::path::PathBuf),
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
 }

@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use amora_model::{
-    parse_duration, validate::validate, Column, DataTest, Diagnostic, Diagnostics, Entity,
-    FeatureService, FeatureViewDecl, FileFormat, Materialization, Model, ProjectDefs, ServiceItem,
-    Source, Tags, ValueType,
+    parse_duration, validate::validate, Column, DataTest, Diagnostic, Diagnostics, Entity, FeatureService,
+    FeatureViewDecl, FileFormat, Materialization, Model, ProjectDefs, ServiceItem, Source, Tags, ValueType,
 };
 use serde::Deserialize;
 
@@ -28,21 +27,13 @@ impl Project {
 
     /// Where the embedded engine keeps a model's table (a Parquet file).
     pub fn table_path(&self, model: &str) -> PathBuf {
-        self.target_dir()
-            .join("tables")
-            .join(format!("{model}.parquet"))
+        self.target_dir().join("tables").join(format!("{model}.parquet"))
     }
 }
 
 /// Loads and validates the project in `root`.
-pub fn load_project(
-    root: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Project, ProjectError> {
-    let root = std::path::absolute(root).map_err(|source| ProjectError::Io {
-        path: root.into(),
-        source,
-    })?;
+pub fn load_project(root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Project, ProjectError> {
+    let root = std::path::absolute(root).map_err(|source| ProjectError::Io { path: root.into(), source })?;
     let config = Config::load(&root, env)?;
     let (defs, mut problems, complete) = read_definitions(&root, &config);
     // Validate what was read, unless a whole file was unreadable: then references to
@@ -82,14 +73,13 @@ fn read_definitions(root: &Path, config: &Config) -> (ProjectDefs, Diagnostics, 
         }
     }
     read_models(root, &config.models_path, &mut defs, &mut out);
-    let complete = !out.0.iter().any(|d| d.object == "YAML" || d.object == "file" || d.message.starts_with("empty declaration"));
+    let complete =
+        !out.0.iter().any(|d| d.object == "YAML" || d.object == "file" || d.message.starts_with("empty declaration"));
     (defs, out, complete)
 }
 
 fn rel(root: &Path, p: &Path) -> PathBuf {
-    p.strip_prefix(root)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| p.to_path_buf())
+    p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// `*.yml` / `*.yaml` files under `root/dir`, recursively and sorted. A missing folder is empty.
@@ -101,9 +91,7 @@ fn yaml_files(root: &Path, dir: &Path, out: &mut Diagnostics) -> Vec<PathBuf> {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                out.push(
-                    Diagnostic::new("folder", format!("cannot read: {e}")).in_file(rel(root, &d)),
-                );
+                out.push(Diagnostic::new("folder", format!("cannot read: {e}")).in_file(rel(root, &d)));
                 continue;
             }
         };
@@ -120,11 +108,7 @@ fn yaml_files(root: &Path, dir: &Path, out: &mut Diagnostics) -> Vec<PathBuf> {
     files
 }
 
-fn read_yaml<T: for<'de> Deserialize<'de>>(
-    root: &Path,
-    file: &Path,
-    out: &mut Diagnostics,
-) -> Option<T> {
+fn read_yaml<T: for<'de> Deserialize<'de>>(root: &Path, file: &Path, out: &mut Diagnostics) -> Option<T> {
     let r = rel(root, file);
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -281,9 +265,7 @@ fn columns(cols: Vec<ColumnYaml>, file: &Path, object: &str, out: &mut Diagnosti
             let ty = match ValueType::parse(&c.ty) {
                 Ok(t) => t,
                 Err(e) => {
-                    out.push(
-                        Diagnostic::new(format!("{object} column {}", c.name), e).in_file(file),
-                    );
+                    out.push(Diagnostic::new(format!("{object} column {}", c.name), e).in_file(file));
                     return None;
                 }
             };
@@ -292,21 +274,11 @@ fn columns(cols: Vec<ColumnYaml>, file: &Path, object: &str, out: &mut Diagnosti
                 .iter()
                 .filter_map(|t| {
                     parse_test(t)
-                        .map_err(|e| {
-                            out.push(
-                                Diagnostic::new(format!("{object} column {}", c.name), e)
-                                    .in_file(file),
-                            )
-                        })
+                        .map_err(|e| out.push(Diagnostic::new(format!("{object} column {}", c.name), e).in_file(file)))
                         .ok()
                 })
                 .collect();
-            Some(Column {
-                name: c.name,
-                ty,
-                doc: c.doc,
-                tests,
-            })
+            Some(Column { name: c.name, ty, doc: c.doc, tests })
         })
         .collect()
 }
@@ -368,9 +340,7 @@ fn read_definitions_file(root: &Path, file: &Path, defs: &mut ProjectDefs, out: 
         for item in &s.features {
             match parse_service_item(item) {
                 Ok(i) => items.push(i),
-                Err(e) => {
-                    out.push(Diagnostic::new(format!("feature service {}", s.name), e).in_file(&r))
-                }
+                Err(e) => out.push(Diagnostic::new(format!("feature service {}", s.name), e).in_file(&r)),
             }
         }
         defs.feature_services.push(FeatureService {
@@ -389,7 +359,10 @@ fn read_definitions_file(root: &Path, file: &Path, defs: &mut ProjectDefs, out: 
 fn parse_service_item(v: &serde_yaml::Value) -> Result<ServiceItem, String> {
     use serde_yaml::Value;
     let bad = || {
-        format!("cannot read feature service item `{}`; write `view`, `view:feature` or `view: [feature, ...]`", serde_yaml::to_string(v).unwrap_or_default().trim())
+        format!(
+            "cannot read feature service item `{}`; write `view`, `view:feature` or `view: [feature, ...]`",
+            serde_yaml::to_string(v).unwrap_or_default().trim()
+        )
     };
     match v {
         Value::String(s) => Ok(match s.split_once(':') {
@@ -405,26 +378,19 @@ fn parse_service_item(v: &serde_yaml::Value) -> Result<ServiceItem, String> {
                         .collect(),
                 ),
             },
-            None => ServiceItem {
-                view: s.trim().into(),
-                features: None,
-            },
+            None => ServiceItem { view: s.trim().into(), features: None },
         }),
         Value::Mapping(m) if m.len() == 1 => {
             let (k, v) = m.iter().next().expect("one entry");
             let view = k.as_str().ok_or_else(bad)?.to_string();
             let features = match v {
-                Value::Sequence(seq) => seq
-                    .iter()
-                    .map(|f| f.as_str().map(String::from).ok_or_else(bad))
-                    .collect::<Result<Vec<_>, _>>()?,
+                Value::Sequence(seq) => {
+                    seq.iter().map(|f| f.as_str().map(String::from).ok_or_else(bad)).collect::<Result<Vec<_>, _>>()?
+                }
                 Value::String(f) => vec![f.clone()],
                 _ => return Err(bad()),
             };
-            Ok(ServiceItem {
-                view,
-                features: Some(features),
-            })
+            Ok(ServiceItem { view, features: Some(features) })
         }
         _ => Err(bad()),
     }
@@ -440,10 +406,7 @@ fn parse_test(v: &serde_yaml::Value) -> Result<DataTest, String> {
             s.iter()
                 .map(|x| match x {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
+                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
                 })
                 .collect()
         })
@@ -460,25 +423,16 @@ fn parse_test(v: &serde_yaml::Value) -> Result<DataTest, String> {
                     .or_else(|| field("values").and_then(strings))
                     .map(|values| DataTest::AcceptedValues { values })
                     .ok_or_else(|| "accepted_values needs a list of values".into()),
-                "relationships" => match (
-                    field("to").and_then(Value::as_str),
-                    field("field").and_then(Value::as_str),
-                ) {
-                    (Some(to), Some(f)) => Ok(DataTest::Relationships {
-                        to: to.into(),
-                        field: f.into(),
-                    }),
-                    _ => Err(
-                        "relationships needs `to:` (a model or source) and `field:` (its column)"
-                            .into(),
-                    ),
-                },
+                "relationships" => {
+                    match (field("to").and_then(Value::as_str), field("field").and_then(Value::as_str)) {
+                        (Some(to), Some(f)) => Ok(DataTest::Relationships { to: to.into(), field: f.into() }),
+                        _ => Err("relationships needs `to:` (a model or source) and `field:` (its column)".into()),
+                    }
+                }
                 "expression_is_true" => arg
                     .as_str()
                     .or_else(|| field("expression").and_then(Value::as_str))
-                    .map(|e| DataTest::ExpressionIsTrue {
-                        expression: e.into(),
-                    })
+                    .map(|e| DataTest::ExpressionIsTrue { expression: e.into() })
                     .ok_or_else(|| "expression_is_true needs a SQL expression".into()),
                 "unique_together" => strings(arg)
                     .or_else(|| field("columns").and_then(strings))
@@ -489,10 +443,7 @@ fn parse_test(v: &serde_yaml::Value) -> Result<DataTest, String> {
                     if n("min").is_none() && n("max").is_none() {
                         return Err("row_count needs `min:` and/or `max:`".into());
                     }
-                    Ok(DataTest::RowCount {
-                        min: n("min"),
-                        max: n("max"),
-                    })
+                    Ok(DataTest::RowCount { min: n("min"), max: n("max") })
                 }
                 other => Err(format!("unknown data test `{other}`; use one of {known}")),
             }
@@ -522,19 +473,12 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
     for yml in yamls {
         let stem = yml.with_extension("");
         let r = rel(root, &yml);
-        let name = stem
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = stem.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let Some(sql_file) = sqls.get(&stem).cloned() else {
             out.push(
                 Diagnostic::new(format!("model {name}"), "declaration without SQL")
                     .in_file(&r)
-                    .fix(format!(
-                        "add {} beside it",
-                        rel(root, &stem.with_extension("sql")).display()
-                    )),
+                    .fix(format!("add {} beside it", rel(root, &stem.with_extension("sql")).display())),
             );
             continue;
         };
@@ -562,9 +506,7 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
         let info = match crate::sql::analyze(&sql) {
             Ok(i) => i,
             Err(e) => {
-                out.push(
-                    Diagnostic::new(&obj, format!("SQL does not parse: {e}")).in_file(&sql_rel),
-                );
+                out.push(Diagnostic::new(&obj, format!("SQL does not parse: {e}")).in_file(&sql_rel));
                 Default::default()
             }
         };
@@ -572,11 +514,7 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
         let tests = m
             .tests
             .iter()
-            .filter_map(|t| {
-                parse_test(t)
-                    .map_err(|e| out.push(Diagnostic::new(&obj, e).in_file(&r)))
-                    .ok()
-            })
+            .filter_map(|t| parse_test(t).map_err(|e| out.push(Diagnostic::new(&obj, e).in_file(&r))).ok())
             .collect();
         let feature_view = m.feature_view.map(|fv| {
             let view_name = fv.name.unwrap_or_else(|| name.clone());
@@ -584,33 +522,21 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
                 None => 0,
                 Some(serde_yaml::Value::Number(n)) => n.as_u64().unwrap_or_else(|| {
                     out.push(
-                        Diagnostic::new(
-                            format!("feature view {view_name}"),
-                            format!("bad ttl `{n}`"),
-                        )
-                        .in_file(&r)
-                        .fix("write seconds (>= 0) or e.g. `7d`"),
+                        Diagnostic::new(format!("feature view {view_name}"), format!("bad ttl `{n}`"))
+                            .in_file(&r)
+                            .fix("write seconds (>= 0) or e.g. `7d`"),
                     );
                     0
                 }),
                 Some(serde_yaml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
-                    out.push(
-                        Diagnostic::new(
-                            format!("feature view {view_name}"),
-                            format!("bad ttl: {e}"),
-                        )
-                        .in_file(&r),
-                    );
+                    out.push(Diagnostic::new(format!("feature view {view_name}"), format!("bad ttl: {e}")).in_file(&r));
                     0
                 }),
                 Some(other) => {
                     out.push(
                         Diagnostic::new(
                             format!("feature view {view_name}"),
-                            format!(
-                                "bad ttl `{}`",
-                                serde_yaml::to_string(other).unwrap_or_default().trim()
-                            ),
+                            format!("bad ttl `{}`", serde_yaml::to_string(other).unwrap_or_default().trim()),
                         )
                         .in_file(&r)
                         .fix("write seconds or e.g. `7d`"),
@@ -620,19 +546,13 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
             };
             let mut features = fv.features;
             if features.is_empty() {
-                let keys: Vec<String> = fv
-                    .entities
-                    .iter()
-                    .filter_map(|e| defs.entity(e))
-                    .map(|e| e.join_key.clone())
-                    .collect();
+                let keys: Vec<String> =
+                    fv.entities.iter().filter_map(|e| defs.entity(e)).map(|e| e.join_key.clone()).collect();
                 features = columns
                     .iter()
                     .map(|c| c.name.clone())
                     .filter(|c| {
-                        !keys.contains(c)
-                            && *c != fv.event_timestamp
-                            && Some(c) != fv.created_timestamp.as_ref()
+                        !keys.contains(c) && *c != fv.event_timestamp && Some(c) != fv.created_timestamp.as_ref()
                     })
                     .collect();
             }
@@ -672,18 +592,14 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
     }
     for (stem, sql) in sqls {
         if !declared.contains(&stem) {
-            let name = stem
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
+            let name = stem.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             out.push(
-                Diagnostic::new(format!("model {name}"), "SQL without a declaration")
-                    .in_file(rel(root, &sql))
-                    .fix(format!(
+                Diagnostic::new(format!("model {name}"), "SQL without a declaration").in_file(rel(root, &sql)).fix(
+                    format!(
                         "add {} with the model's description and columns",
                         rel(root, &stem.with_extension("yml")).display()
-                    )),
+                    ),
+                ),
             );
         }
     }

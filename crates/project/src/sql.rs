@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{
-    Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
-};
+use sqlparser::ast::{Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
@@ -26,29 +24,18 @@ pub fn analyze(sql: &str) -> Result<SqlInfo, String> {
         return Err(format!(
             "a model is one SELECT statement; found {} statement(s){}",
             statements.len(),
-            if statements.is_empty() {
-                ""
-            } else {
-                " or a statement that is not a query"
-            }
+            if statements.is_empty() { "" } else { " or a statement that is not a query" }
         ));
     };
     let mut collector = Relations::default();
     let _ = query.visit(&mut collector);
-    let tables = collector
-        .tables
-        .into_iter()
-        .filter(|t| !collector.ctes.contains(t))
-        .fold(Vec::new(), |mut acc, t| {
-            if !acc.contains(&t) {
-                acc.push(t);
-            }
-            acc
-        });
-    Ok(SqlInfo {
-        column_lineage: column_lineage(query, &collector.ctes),
-        tables,
-    })
+    let tables = collector.tables.into_iter().filter(|t| !collector.ctes.contains(t)).fold(Vec::new(), |mut acc, t| {
+        if !acc.contains(&t) {
+            acc.push(t);
+        }
+        acc
+    });
+    Ok(SqlInfo { column_lineage: column_lineage(query, &collector.ctes), tables })
 }
 
 #[derive(Default)]
@@ -58,10 +45,7 @@ struct Relations {
 }
 
 fn last_part(name: &ObjectName) -> Option<String> {
-    name.0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(|i| i.value.clone())
+    name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone())
 }
 
 impl Visitor for Relations {
@@ -94,8 +78,7 @@ impl Visitor for Columns {
             Expr::Identifier(i) => self.0.push((None, i.value.clone())),
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let n = parts.len();
-                self.0
-                    .push((Some(parts[n - 2].value.clone()), parts[n - 1].value.clone()));
+                self.0.push((Some(parts[n - 2].value.clone()), parts[n - 1].value.clone()));
             }
             _ => {}
         }
@@ -124,15 +107,11 @@ fn column_lineage(query: &Query, ctes: &BTreeSet<String>) -> BTreeMap<String, Ve
             }
         }
     }
-    let single = (count == 1)
-        .then(|| tables.values().next().cloned())
-        .flatten();
+    let single = (count == 1).then(|| tables.values().next().cloned()).flatten();
     for item in &select.projection {
         let (name, expr) = match item {
             SelectItem::UnnamedExpr(e @ Expr::Identifier(i)) => (i.value.clone(), e),
-            SelectItem::UnnamedExpr(e @ Expr::CompoundIdentifier(p)) => {
-                (p.last().expect("parts").value.clone(), e)
-            }
+            SelectItem::UnnamedExpr(e @ Expr::CompoundIdentifier(p)) => (p.last().expect("parts").value.clone(), e),
             SelectItem::ExprWithAlias { expr, alias } => (alias.value.clone(), expr),
             _ => continue,
         };
@@ -179,14 +158,8 @@ mod tests {
         .unwrap();
         assert_eq!(info.tables, vec!["steps"]);
         assert_eq!(info.column_lineage["value_avg"], vec!["steps.value"]);
-        assert_eq!(
-            info.column_lineage["event_timestamp"],
-            vec!["steps.start_date"]
-        );
-        assert_eq!(
-            info.column_lineage["source_name"],
-            vec!["steps.source_name"]
-        );
+        assert_eq!(info.column_lineage["event_timestamp"], vec!["steps.start_date"]);
+        assert_eq!(info.column_lineage["source_name"], vec!["steps.source_name"]);
         assert!(info.column_lineage["value_count"].is_empty());
     }
 
@@ -200,9 +173,7 @@ mod tests {
     fn errors_carry_the_position() {
         let e = analyze("select a from t\n where a = )").unwrap_err();
         assert!(e.contains("Line: 2"), "{e}");
-        assert!(analyze("select 1; select 2")
-            .unwrap_err()
-            .contains("2 statement"));
+        assert!(analyze("select 1; select 2").unwrap_err().contains("2 statement"));
         assert!(analyze("delete from t").is_err());
     }
 }

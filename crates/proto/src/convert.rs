@@ -55,13 +55,7 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
         project: project.clone(),
         ..Default::default()
     };
-    out.entities.insert(
-        DUMMY_ENTITY.into(),
-        Entity {
-            spec: Some(dummy),
-            meta: None,
-        },
-    );
+    out.entities.insert(DUMMY_ENTITY.into(), Entity { spec: Some(dummy), meta: None });
     for e in &defs.entities {
         let spec = EntitySpecV2 {
             name: e.name.clone(),
@@ -72,13 +66,7 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
             project: project.clone(),
             owner: e.owner.clone(),
         };
-        out.entities.insert(
-            e.name.clone(),
-            Entity {
-                spec: Some(spec),
-                meta: None,
-            },
-        );
+        out.entities.insert(e.name.clone(), Entity { spec: Some(spec), meta: None });
     }
     for v in defs.feature_views() {
         let source = data_source(&v, table(v.model));
@@ -91,10 +79,7 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
             entities: v.decl.entities.clone(),
             features: features(&v, None),
             tags: v.decl.tags.clone(),
-            ttl: Some(Duration {
-                seconds: i64::try_from(v.decl.ttl_seconds).unwrap_or(i64::MAX),
-                nanos: 0,
-            }),
+            ttl: Some(Duration { seconds: i64::try_from(v.decl.ttl_seconds).unwrap_or(i64::MAX), nanos: 0 }),
             batch_source: Some(source),
             online: v.decl.online,
             description: v.decl.description.clone(),
@@ -111,13 +96,7 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
             offline: false,
             ..Default::default()
         };
-        out.feature_views.insert(
-            v.decl.name.clone(),
-            FeatureView {
-                spec: Some(spec),
-                meta: None,
-            },
-        );
+        out.feature_views.insert(v.decl.name.clone(), FeatureView { spec: Some(spec), meta: None });
     }
     for s in defs.all_feature_services() {
         let projections = s
@@ -145,13 +124,7 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
             description: s.description.clone(),
             owner: s.owner.clone(),
         };
-        out.feature_services.insert(
-            s.name.clone(),
-            FeatureService {
-                spec: Some(spec),
-                meta: None,
-            },
-        );
+        out.feature_services.insert(s.name.clone(), FeatureService { spec: Some(spec), meta: None });
     }
     out
 }
@@ -176,9 +149,7 @@ fn data_source(v: &ViewDef<'_>, table: TableRef) -> DataSource {
             source_type::BATCH_FILE,
             FILE_SOURCE_CLASS,
             data_source::Options::FileOptions(FileOptions {
-                file_format: Some(FileFormat {
-                    parquet_format: Some(ParquetFormat {}),
-                }),
+                file_format: Some(FileFormat { parquet_format: Some(ParquetFormat {}) }),
                 uri,
                 s3_endpoint_override: String::new(),
             }),
@@ -186,10 +157,7 @@ fn data_source(v: &ViewDef<'_>, table: TableRef) -> DataSource {
         TableRef::BigQuery(table) => (
             source_type::BATCH_BIGQUERY,
             BIGQUERY_SOURCE_CLASS,
-            data_source::Options::BigqueryOptions(BigQueryOptions {
-                table,
-                query: String::new(),
-            }),
+            data_source::Options::BigqueryOptions(BigQueryOptions { table, query: String::new() }),
         ),
     };
     DataSource {

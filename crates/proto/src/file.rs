@@ -93,22 +93,14 @@ impl RawField {
         let mut bytes = Vec::with_capacity(msg.encoded_len() + 8);
         prost::encoding::message::encode(tag, msg, &mut bytes);
         let payload_start = bytes.len() - msg.encoded_len();
-        RawField {
-            tag,
-            bytes,
-            payload_start,
-        }
+        RawField { tag, bytes, payload_start }
     }
 
     fn string(tag: u32, s: &str) -> RawField {
         let mut bytes = Vec::new();
         prost::encoding::string::encode(tag, &s.to_string(), &mut bytes);
         let payload_start = bytes.len() - s.len();
-        RawField {
-            tag,
-            bytes,
-            payload_start,
-        }
+        RawField { tag, bytes, payload_start }
     }
 
     /// Decodes the payload as a message of type `T`.
@@ -167,18 +159,14 @@ pub struct RegistryFile {
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ProtoError> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
-        let byte = *buf
-            .get(*pos)
-            .ok_or_else(|| ProtoError::Malformed(format!("truncated varint at byte {pos}")))?;
+        let byte = *buf.get(*pos).ok_or_else(|| ProtoError::Malformed(format!("truncated varint at byte {pos}")))?;
         *pos += 1;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Ok(value);
         }
     }
-    Err(ProtoError::Malformed(format!(
-        "varint too long at byte {pos}"
-    )))
+    Err(ProtoError::Malformed(format!("varint too long at byte {pos}")))
 }
 
 impl RegistryFile {
@@ -192,9 +180,7 @@ impl RegistryFile {
             let tag = u32::try_from(key >> 3)
                 .map_err(|_| ProtoError::Malformed(format!("bad field number at byte {start}")))?;
             if tag == 0 {
-                return Err(ProtoError::Malformed(format!(
-                    "field number 0 at byte {start}"
-                )));
+                return Err(ProtoError::Malformed(format!("field number 0 at byte {start}")));
             }
             let payload_start;
             match key & 7 {
@@ -210,32 +196,21 @@ impl RegistryFile {
                     let len = read_varint(buf, &mut pos)?;
                     payload_start = pos - start;
                     pos = pos
-                        .checked_add(
-                            usize::try_from(len)
-                                .map_err(|_| ProtoError::Malformed("length overflow".into()))?,
-                        )
+                        .checked_add(usize::try_from(len).map_err(|_| ProtoError::Malformed("length overflow".into()))?)
                         .ok_or_else(|| ProtoError::Malformed("length overflow".into()))?;
                 }
                 5 => {
                     payload_start = pos - start;
                     pos += 4;
                 }
-                w => {
-                    return Err(ProtoError::Malformed(format!(
-                        "unsupported wire type {w} at byte {start}"
-                    )))
-                }
+                w => return Err(ProtoError::Malformed(format!("unsupported wire type {w} at byte {start}"))),
             }
             if pos > buf.len() {
                 return Err(ProtoError::Malformed(format!(
                     "field {tag} at byte {start} runs past the end of the file"
                 )));
             }
-            fields.push(RawField {
-                tag,
-                bytes: buf[start..pos].to_vec(),
-                payload_start,
-            });
+            fields.push(RawField { tag, bytes: buf[start..pos].to_vec(), payload_start });
         }
         let file = RegistryFile { fields };
         // Decode every object amora indexes once, so a corrupt file fails here, whole.
@@ -272,16 +247,12 @@ impl RegistryFile {
     }
 
     pub fn last_updated(&self) -> Option<Timestamp> {
-        self.fields
-            .iter()
-            .rfind(|f| f.tag == LAST_UPDATED)
-            .and_then(|f| f.decode().ok())
+        self.fields.iter().rfind(|f| f.tag == LAST_UPDATED).and_then(|f| f.decode().ok())
     }
 
     /// Sets `registry_schema_version = "1"`, `version_id` and `last_updated`, as every write does.
     pub fn stamp(&mut self, version_id: &str, now: Timestamp) {
-        self.fields
-            .retain(|f| ![SCHEMA_VERSION, VERSION_ID, LAST_UPDATED].contains(&f.tag));
+        self.fields.retain(|f| ![SCHEMA_VERSION, VERSION_ID, LAST_UPDATED].contains(&f.tag));
         self.fields.push(RawField::string(SCHEMA_VERSION, "1"));
         self.fields.push(RawField::string(VERSION_ID, version_id));
         self.fields.push(RawField::message(LAST_UPDATED, &now));
@@ -289,12 +260,7 @@ impl RegistryFile {
 
     /// The projects that own at least one object or have a Project entry.
     pub fn project_names(&self) -> BTreeSet<String> {
-        self.fields
-            .iter()
-            .filter_map(RawField::key)
-            .map(|(_, p, _)| p)
-            .filter(|p| !p.is_empty())
-            .collect()
+        self.fields.iter().filter_map(RawField::key).map(|(_, p, _)| p).filter(|p| !p.is_empty()).collect()
     }
 
     /// The raw fields of one project's objects of `kind`.
@@ -303,29 +269,16 @@ impl RegistryFile {
         kind: ObjectKind,
         project: &'a str,
     ) -> impl Iterator<Item = (String, &'a RawField)> + 'a {
-        self.fields
-            .iter()
-            .filter(move |f| f.tag == kind.tag())
-            .filter_map(move |f| {
-                let (_, p, name) = f.key()?;
-                (p == project).then_some((name, f))
-            })
+        self.fields.iter().filter(move |f| f.tag == kind.tag()).filter_map(move |f| {
+            let (_, p, name) = f.key()?;
+            (p == project).then_some((name, f))
+        })
     }
 
     /// Decodes every object of `kind` in `project`.
-    pub fn decode_all<T: Message + Default>(
-        &self,
-        kind: ObjectKind,
-        project: &str,
-    ) -> Result<Vec<T>, ProtoError> {
+    pub fn decode_all<T: Message + Default>(&self, kind: ObjectKind, project: &str) -> Result<Vec<T>, ProtoError> {
         self.objects(kind, project)
-            .map(|(_, f)| {
-                f.decode().map_err(|source| ProtoError::Object {
-                    kind: kind.label(),
-                    offset: 0,
-                    source,
-                })
-            })
+            .map(|(_, f)| f.decode().map_err(|source| ProtoError::Object { kind: kind.label(), offset: 0, source }))
             .collect()
     }
 }
@@ -352,13 +305,7 @@ mod tests {
     fn round_trips_bytes_and_keeps_unknown_fields() {
         let mut f = RegistryFile::default();
         f.fields.push(RawField::message(1, &entity("p", "driver")));
-        f.stamp(
-            "abc",
-            Timestamp {
-                seconds: 5,
-                nanos: 0,
-            },
-        );
+        f.stamp("abc", Timestamp { seconds: 5, nanos: 0 });
         // An unknown top-level field (as a newer Feast might add) and an unknown field inside an entity.
         let mut unknown = Vec::new();
         prost::encoding::string::encode(99, &"future".to_string(), &mut unknown);
@@ -369,22 +316,13 @@ mod tests {
         prost::encoding::bytes::encode(1, &with_extra, &mut bytes);
         let parsed = RegistryFile::parse(&bytes).unwrap();
         assert_eq!(parsed.version_id(), "abc");
-        assert_eq!(
-            parsed.last_updated(),
-            Some(Timestamp {
-                seconds: 5,
-                nanos: 0
-            })
-        );
+        assert_eq!(parsed.last_updated(), Some(Timestamp { seconds: 5, nanos: 0 }));
         let again = parsed.encode();
         let reparsed = RegistryFile::parse(&again).unwrap();
         assert!(again.windows(6).any(|w| w == b"future"));
         assert!(again.windows(5).any(|w| w == b"extra"));
         assert_eq!(reparsed.objects(ObjectKind::Entity, "q").count(), 1);
-        assert_eq!(
-            reparsed.project_names().into_iter().collect::<Vec<_>>(),
-            vec!["p", "q"]
-        );
+        assert_eq!(reparsed.project_names().into_iter().collect::<Vec<_>>(), vec!["p", "q"]);
     }
 
     #[test]

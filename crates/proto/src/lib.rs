@@ -21,9 +21,5 @@ pub enum ProtoError {
     #[error("the registry is not a valid Feast registry protobuf: {0}")]
     Malformed(String),
     #[error("the registry's {kind} at byte {offset} does not decode: {source}")]
-    Object {
-        kind: &'static str,
-        offset: usize,
-        source: prost::DecodeError,
-    },
+    Object { kind: &'static str, offset: usize, source: prost::DecodeError },
 }

@@ -51,11 +51,7 @@ pub fn value_type_name(n: i32) -> String {
         (47, "SCALAR_MAP"),
         (48, "ZONED_TIMESTAMP"),
     ];
-    NAMES
-        .iter()
-        .find(|(k, _)| *k == n)
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_else(|| n.to_string())
+    NAMES.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()).unwrap_or_else(|| n.to_string())
 }
 
 /// The name of a `DataSource.SourceType` number.
@@ -76,25 +72,11 @@ pub fn source_type_name(n: i32) -> String {
         "BATCH_ATHENA",
         "BATCH_ICEBERG",
     ];
-    usize::try_from(n)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| n.to_string())
+    usize::try_from(n).ok().and_then(|i| NAMES.get(i)).map(|s| s.to_string()).unwrap_or_else(|| n.to_string())
 }
 
 /// The name of a `FeatureViewState` number.
 pub fn state_name(n: i32) -> String {
-    const NAMES: [&str; 5] = [
-        "STATE_UNSPECIFIED",
-        "CREATED",
-        "GENERATED",
-        "MATERIALIZING",
-        "AVAILABLE_ONLINE",
-    ];
-    usize::try_from(n)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| n.to_string())
+    const NAMES: [&str; 5] = ["STATE_UNSPECIFIED", "CREATED", "GENERATED", "MATERIALIZING", "AVAILABLE_ONLINE"];
+    usize::try_from(n).ok().and_then(|i| NAMES.get(i)).map(|s| s.to_string()).unwrap_or_else(|| n.to_string())
 }

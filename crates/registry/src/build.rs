@@ -3,19 +3,14 @@
 
 use amora_proto::convert::FeastObjects;
 use amora_proto::{
-    DataSource, FeatureViewMeta, ObjectKind, ObjectMeta, ProtoError, RawField, RegistryFile,
-    SourceMeta, Timestamp,
+    DataSource, FeatureViewMeta, ObjectKind, ObjectMeta, ProtoError, RawField, RegistryFile, SourceMeta, Timestamp,
 };
 
 use crate::plan::{compare, foreign_views, Action, Plan};
 use crate::snapshot::current_objects;
 
 /// The plan for turning `project` in `current` into `desired`.
-pub fn plan(
-    current: &RegistryFile,
-    desired: &FeastObjects,
-    project: &str,
-) -> Result<Plan, ProtoError> {
+pub fn plan(current: &RegistryFile, desired: &FeastObjects, project: &str) -> Result<Plan, ProtoError> {
     let objects = current_objects(current, project)?;
     Ok(compare(&objects, desired, &foreign_views(current, project)))
 }
@@ -51,28 +46,17 @@ pub fn build(
         let field = match c.kind {
             ObjectKind::Project => {
                 let mut p = desired.project.clone().expect("a desired project");
-                p.meta = Some(meta(
-                    old.project
-                        .as_ref()
-                        .and_then(|o| o.meta.as_ref()?.created_timestamp),
-                ));
+                p.meta = Some(meta(old.project.as_ref().and_then(|o| o.meta.as_ref()?.created_timestamp)));
                 RawField::message(tag, &p)
             }
             ObjectKind::Entity => {
                 let mut e = desired.entities[&c.name].clone();
-                e.meta = Some(meta(
-                    old.entities
-                        .get(&c.name)
-                        .and_then(|o| o.meta.as_ref()?.created_timestamp),
-                ));
+                e.meta = Some(meta(old.entities.get(&c.name).and_then(|o| o.meta.as_ref()?.created_timestamp)));
                 RawField::message(tag, &e)
             }
             ObjectKind::DataSource => {
                 let mut d: DataSource = desired.data_sources[&c.name].clone();
-                let created = old
-                    .data_sources
-                    .get(&c.name)
-                    .and_then(|o| o.meta.as_ref()?.created_timestamp);
+                let created = old.data_sources.get(&c.name).and_then(|o| o.meta.as_ref()?.created_timestamp);
                 d.meta = Some(SourceMeta {
                     created_timestamp: Some(created.unwrap_or(now)),
                     last_updated_timestamp: Some(now),
@@ -82,11 +66,7 @@ pub fn build(
             }
             ObjectKind::FeatureView => {
                 let mut v = desired.feature_views[&c.name].clone();
-                let before = old
-                    .feature_views
-                    .get(&c.name)
-                    .and_then(|o| o.meta.clone())
-                    .unwrap_or_default();
+                let before = old.feature_views.get(&c.name).and_then(|o| o.meta.clone()).unwrap_or_default();
                 v.meta = Some(FeatureViewMeta {
                     created_timestamp: Some(before.created_timestamp.unwrap_or(now)),
                     last_updated_timestamp: Some(now),
@@ -96,17 +76,11 @@ pub fn build(
             }
             ObjectKind::FeatureService => {
                 let mut s = desired.feature_services[&c.name].clone();
-                s.meta = Some(meta(
-                    old.feature_services
-                        .get(&c.name)
-                        .and_then(|o| o.meta.as_ref()?.created_timestamp),
-                ));
+                s.meta = Some(meta(old.feature_services.get(&c.name).and_then(|o| o.meta.as_ref()?.created_timestamp)));
                 RawField::message(tag, &s)
             }
             // amora never creates these; the plan only deletes them.
-            ObjectKind::OnDemandFeatureView
-            | ObjectKind::StreamFeatureView
-            | ObjectKind::LabelView => continue,
+            ObjectKind::OnDemandFeatureView | ObjectKind::StreamFeatureView | ObjectKind::LabelView => continue,
         };
         fields.push(field);
     }
@@ -117,22 +91,14 @@ pub fn build(
 /// what `rollback` writes.
 pub fn splice(current: &RegistryFile, old: &RegistryFile, project: &str) -> RegistryFile {
     let ours = |f: &RawField| f.key().is_some_and(|(_, p, _)| p == project);
-    let mut fields: Vec<RawField> = current
-        .fields
-        .iter()
-        .filter(|f| !ours(f))
-        .cloned()
-        .collect();
+    let mut fields: Vec<RawField> = current.fields.iter().filter(|f| !ours(f)).cloned().collect();
     fields.extend(old.fields.iter().filter(|f| ours(f)).cloned());
     RegistryFile { fields }
 }
 
 /// The changes from `old` to `new` for one project (for `diff` and `rollback`).
 pub fn diff(old: &RegistryFile, new: &RegistryFile, project: &str) -> Result<Plan, ProtoError> {
-    let (a, b) = (
-        current_objects(old, project)?,
-        current_objects(new, project)?,
-    );
+    let (a, b) = (current_objects(old, project)?, current_objects(new, project)?);
     let mut plan = compare(&a, &b, &[]);
     let before = foreign_views(old, project);
     let after = foreign_views(new, project);
@@ -148,12 +114,7 @@ pub fn diff(old: &RegistryFile, new: &RegistryFile, project: &str) -> Result<Pla
     }
     for (kind, name) in after {
         if !before.contains(&(kind, name.clone())) {
-            plan.changes.push(crate::plan::Change {
-                kind,
-                name,
-                action: Action::Create,
-                details: vec![],
-            });
+            plan.changes.push(crate::plan::Change { kind, name, action: Action::Create, details: vec![] });
         }
     }
     Ok(plan)
@@ -162,7 +123,9 @@ pub fn diff(old: &RegistryFile, new: &RegistryFile, project: &str) -> Result<Pla
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amora_proto::{Entity, EntitySpecV2, FeatureView, FeatureViewSpec, MaterializationInterval, Project, ProjectSpec};
+    use amora_proto::{
+        Entity, EntitySpecV2, FeatureView, FeatureViewSpec, MaterializationInterval, Project, ProjectSpec,
+    };
 
     fn ts(s: i64) -> Timestamp {
         Timestamp { seconds: s, nanos: 0 }
@@ -170,12 +133,24 @@ mod tests {
 
     fn objects(project: &str, ttl: i64) -> FeastObjects {
         let mut o = FeastObjects {
-            project: Some(Project { spec: Some(ProjectSpec { name: project.into(), ..Default::default() }), meta: None }),
+            project: Some(Project {
+                spec: Some(ProjectSpec { name: project.into(), ..Default::default() }),
+                meta: None,
+            }),
             ..Default::default()
         };
         o.entities.insert(
             "e".into(),
-            Entity { spec: Some(EntitySpecV2 { name: "e".into(), join_key: "e".into(), value_type: 2, project: project.into(), ..Default::default() }), meta: None },
+            Entity {
+                spec: Some(EntitySpecV2 {
+                    name: "e".into(),
+                    join_key: "e".into(),
+                    value_type: 2,
+                    project: project.into(),
+                    ..Default::default()
+                }),
+                meta: None,
+            },
         );
         o.feature_views.insert(
             "v".into(),
@@ -201,7 +176,11 @@ mod tests {
         let mut file = first.clone();
         for f in file.fields.iter_mut().filter(|f| f.tag == ObjectKind::FeatureView.tag()) {
             let mut v: FeatureView = f.decode().unwrap();
-            v.meta.as_mut().unwrap().materialization_intervals.push(MaterializationInterval { start_time: Some(ts(1)), end_time: Some(ts(2)) });
+            v.meta
+                .as_mut()
+                .unwrap()
+                .materialization_intervals
+                .push(MaterializationInterval { start_time: Some(ts(1)), end_time: Some(ts(2)) });
             *f = RawField::message(ObjectKind::FeatureView.tag(), &v);
         }
         // Materialization bookkeeping alone is not a change.
@@ -230,7 +209,13 @@ mod tests {
         let (c, plan) = build(&b, &FeastObjects::default(), "p", ts(3)).unwrap();
         assert_eq!(plan.counts(), (0, 0, 3), "apply is total: everything of p goes");
         assert_eq!(c.objects(ObjectKind::FeatureView, "p").count(), 0);
-        let other = |f: &RegistryFile| f.fields.iter().filter(|f| f.key().is_some_and(|k| k.1 == "other")).map(|f| f.bytes.clone()).collect::<Vec<_>>();
+        let other = |f: &RegistryFile| {
+            f.fields
+                .iter()
+                .filter(|f| f.key().is_some_and(|k| k.1 == "other"))
+                .map(|f| f.bytes.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(other(&a), other(&c));
         let restored = splice(&c, &b, "p");
         assert!(diff(&b, &restored, "p").unwrap().is_empty());

@@ -41,17 +41,11 @@ fn file_name(number: u64) -> String {
 }
 
 fn number_of(name: &str) -> Option<u64> {
-    name.strip_prefix('v')?
-        .strip_suffix(".version")?
-        .parse()
-        .ok()
+    name.strip_prefix('v')?.strip_suffix(".version")?.parse().ok()
 }
 
 fn parse(name: &str, bytes: &[u8]) -> Result<(VersionInfo, Vec<u8>), StoreError> {
-    let bad = || StoreError::Backend {
-        location: name.into(),
-        message: "not an amora registry version file".into(),
-    };
+    let bad = || StoreError::Backend { location: name.into(), message: "not an amora registry version file".into() };
     let rest = bytes.strip_prefix(MAGIC.as_bytes()).ok_or_else(bad)?;
     let nl = rest.iter().position(|b| *b == b'\n').ok_or_else(bad)?;
     let info: VersionInfo = serde_json::from_slice(&rest[..nl]).map_err(|_| bad())?;
@@ -60,43 +54,26 @@ fn parse(name: &str, bytes: &[u8]) -> Result<(VersionInfo, Vec<u8>), StoreError>
 
 /// All versions, oldest first.
 pub fn list(store: &dyn RegistryStore) -> Result<Vec<VersionInfo>, StoreError> {
-    let mut numbers: Vec<u64> = store
-        .list_history_files()?
-        .iter()
-        .filter_map(|n| number_of(n))
-        .collect();
+    let mut numbers: Vec<u64> = store.list_history_files()?.iter().filter_map(|n| number_of(n)).collect();
     numbers.sort_unstable();
-    numbers
-        .into_iter()
-        .map(|n| read(store, n).map(|(info, _)| info))
-        .collect()
+    numbers.into_iter().map(|n| read(store, n).map(|(info, _)| info)).collect()
 }
 
 /// One version: its description and the registry bytes.
 pub fn read(store: &dyn RegistryStore, number: u64) -> Result<(VersionInfo, Vec<u8>), StoreError> {
     let name = file_name(number);
     let bytes = store.read_history_file(&name).map_err(|e| match e {
-        StoreError::NotFound(_) => StoreError::NotFound(format!(
-            "registry version {number} (see `amora feature-store history`)"
-        )),
+        StoreError::NotFound(_) => {
+            StoreError::NotFound(format!("registry version {number} (see `amora feature-store history`)"))
+        }
         other => other,
     })?;
     parse(&name, &bytes)
 }
 
 /// Records `registry` as the next version; returns its number.
-pub fn record(
-    store: &dyn RegistryStore,
-    mut info: VersionInfo,
-    registry: &[u8],
-) -> Result<u64, StoreError> {
-    let mut next = store
-        .list_history_files()?
-        .iter()
-        .filter_map(|n| number_of(n))
-        .max()
-        .unwrap_or(0)
-        + 1;
+pub fn record(store: &dyn RegistryStore, mut info: VersionInfo, registry: &[u8]) -> Result<u64, StoreError> {
+    let mut next = store.list_history_files()?.iter().filter_map(|n| number_of(n)).max().unwrap_or(0) + 1;
     for _ in 0..1000 {
         info.number = next;
         let mut bytes = MAGIC.as_bytes().to_vec();

@@ -39,52 +39,23 @@ pub fn lineage(defs: &ProjectDefs) -> Lineage {
     let mut nodes = Vec::new();
     let mut edges = BTreeSet::new();
     for s in &defs.sources {
-        nodes.push(Node {
-            id: id("source", &s.name),
-            kind: "source",
-            name: s.name.clone(),
-        });
+        nodes.push(Node { id: id("source", &s.name), kind: "source", name: s.name.clone() });
     }
     for m in &defs.models {
-        nodes.push(Node {
-            id: id("model", &m.name),
-            kind: "model",
-            name: m.name.clone(),
-        });
+        nodes.push(Node { id: id("model", &m.name), kind: "model", name: m.name.clone() });
         for d in &m.depends_on {
-            let from = if defs.source(d).is_some() {
-                id("source", d)
-            } else {
-                id("model", d)
-            };
-            edges.insert(Edge {
-                from,
-                to: id("model", &m.name),
-            });
+            let from = if defs.source(d).is_some() { id("source", d) } else { id("model", d) };
+            edges.insert(Edge { from, to: id("model", &m.name) });
         }
     }
     for v in defs.feature_views() {
-        nodes.push(Node {
-            id: id("feature_view", &v.decl.name),
-            kind: "feature_view",
-            name: v.decl.name.clone(),
-        });
-        edges.insert(Edge {
-            from: id("model", &v.model.name),
-            to: id("feature_view", &v.decl.name),
-        });
+        nodes.push(Node { id: id("feature_view", &v.decl.name), kind: "feature_view", name: v.decl.name.clone() });
+        edges.insert(Edge { from: id("model", &v.model.name), to: id("feature_view", &v.decl.name) });
     }
     for s in defs.all_feature_services() {
-        nodes.push(Node {
-            id: id("feature_service", &s.name),
-            kind: "feature_service",
-            name: s.name.clone(),
-        });
+        nodes.push(Node { id: id("feature_service", &s.name), kind: "feature_service", name: s.name.clone() });
         for item in &s.items {
-            edges.insert(Edge {
-                from: id("feature_view", &item.view),
-                to: id("feature_service", &s.name),
-            });
+            edges.insert(Edge { from: id("feature_view", &item.view), to: id("feature_service", &s.name) });
         }
     }
     // Column edges and, by walking them upstream, each feature's source columns.
@@ -94,10 +65,7 @@ pub fn lineage(defs: &ProjectDefs) -> Lineage {
         for (col, from) in &m.column_lineage {
             let to = format!("{}.{col}", m.name);
             for f in from {
-                columns.insert(Edge {
-                    from: f.clone(),
-                    to: to.clone(),
-                });
+                columns.insert(Edge { from: f.clone(), to: to.clone() });
                 upstream.entry(to.clone()).or_default().push(f.clone());
             }
         }
@@ -132,11 +100,7 @@ pub fn lineage(defs: &ProjectDefs) -> Lineage {
 
 impl Lineage {
     fn upstream_of(&self, node: &str) -> Vec<&str> {
-        self.edges
-            .iter()
-            .filter(|e| e.to == node)
-            .map(|e| e.from.as_str())
-            .collect()
+        self.edges.iter().filter(|e| e.to == node).map(|e| e.from.as_str()).collect()
     }
 
     pub fn to_text(&self) -> String {
@@ -164,11 +128,7 @@ impl Lineage {
         if !self.features.is_empty() {
             let _ = writeln!(out, "\nfeatures (source columns):");
             for (f, cols) in &self.features {
-                let from = if cols.is_empty() {
-                    "(not traceable from the SQL)".to_string()
-                } else {
-                    cols.join(", ")
-                };
+                let from = if cols.is_empty() { "(not traceable from the SQL)".to_string() } else { cols.join(", ") };
                 let _ = writeln!(out, "  {f} <- {from}");
             }
         }

@@ -15,10 +15,7 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{location}: {source}")]
-    Proto {
-        location: String,
-        source: ProtoError,
-    },
+    Proto { location: String, source: ProtoError },
     #[error("the registry kept changing during apply ({attempts} attempts); re-run the command")]
     Contended { attempts: usize },
     #[error("registry version {version} has no project `{project}`")]
@@ -31,46 +28,30 @@ const ATTEMPTS: usize = 8;
 #[derive(Debug)]
 pub enum ApplyOutcome {
     NoChanges,
-    Applied {
-        plan: Plan,
-        version: u64,
-        version_id: String,
-        attempts: usize,
-    },
+    Applied { plan: Plan, version: u64, version_id: String, attempts: usize },
 }
 
 pub fn now() -> Timestamp {
     let t = chrono::Utc::now();
-    Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
+    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 /// Reads and parses the registry (an absent registry reads as empty).
 pub fn read(store: &dyn RegistryStore) -> Result<(Option<Stored>, RegistryFile), RegistryError> {
     let stored = store.read()?;
     let file = match &stored {
-        Some(s) => RegistryFile::parse(&s.bytes).map_err(|source| RegistryError::Proto {
-            location: store.location(),
-            source,
-        })?,
+        Some(s) => RegistryFile::parse(&s.bytes)
+            .map_err(|source| RegistryError::Proto { location: store.location(), source })?,
         None => RegistryFile::default(),
     };
     Ok((stored, file))
 }
 
 /// What `apply` would change, without writing anything.
-pub fn plan(
-    store: &dyn RegistryStore,
-    desired: &FeastObjects,
-    project: &str,
-) -> Result<Plan, RegistryError> {
+pub fn plan(store: &dyn RegistryStore, desired: &FeastObjects, project: &str) -> Result<Plan, RegistryError> {
     let (_, file) = read(store)?;
-    crate::build::plan(&file, desired, project).map_err(|source| RegistryError::Proto {
-        location: store.location(),
-        source,
-    })
+    crate::build::plan(&file, desired, project)
+        .map_err(|source| RegistryError::Proto { location: store.location(), source })
 }
 
 /// Applies `desired` as the whole of `project`.
@@ -81,10 +62,7 @@ pub fn apply(
     user: &str,
 ) -> Result<ApplyOutcome, RegistryError> {
     commit(store, project, user, VersionKind::Apply, &|file, now| {
-        build(file, desired, project, now).map_err(|source| RegistryError::Proto {
-            location: store.location(),
-            source,
-        })
+        build(file, desired, project, now).map_err(|source| RegistryError::Proto { location: store.location(), source })
     })
 }
 
@@ -96,48 +74,30 @@ pub fn rollback(
     user: &str,
 ) -> Result<ApplyOutcome, RegistryError> {
     let (_, bytes) = history::read(store, number)?;
-    let old = RegistryFile::parse(&bytes).map_err(|source| RegistryError::Proto {
-        location: format!("history version {number}"),
-        source,
-    })?;
+    let old = RegistryFile::parse(&bytes)
+        .map_err(|source| RegistryError::Proto { location: format!("history version {number}"), source })?;
     if !old.project_names().contains(project) {
-        return Err(RegistryError::ProjectNotInVersion {
-            version: number,
-            project: project.into(),
-        });
+        return Err(RegistryError::ProjectNotInVersion { version: number, project: project.into() });
     }
     commit(store, project, user, VersionKind::Rollback, &|file, _| {
         let next = splice(file, &old, project);
-        let plan = diff(file, &next, project).map_err(|source| RegistryError::Proto {
-            location: store.location(),
-            source,
-        })?;
+        let plan =
+            diff(file, &next, project).map_err(|source| RegistryError::Proto { location: store.location(), source })?;
         Ok((next, plan))
     })
 }
 
 /// The changes to `project` from version `a` to version `b`.
-pub fn diff_versions(
-    store: &dyn RegistryStore,
-    project: &str,
-    a: u64,
-    b: u64,
-) -> Result<Plan, RegistryError> {
+pub fn diff_versions(store: &dyn RegistryStore, project: &str, a: u64, b: u64) -> Result<Plan, RegistryError> {
     let load = |n| -> Result<RegistryFile, RegistryError> {
         let (_, bytes) = history::read(store, n)?;
-        RegistryFile::parse(&bytes).map_err(|source| RegistryError::Proto {
-            location: format!("history version {n}"),
-            source,
-        })
+        RegistryFile::parse(&bytes)
+            .map_err(|source| RegistryError::Proto { location: format!("history version {n}"), source })
     };
-    diff(&load(a)?, &load(b)?, project).map_err(|source| RegistryError::Proto {
-        location: store.location(),
-        source,
-    })
+    diff(&load(a)?, &load(b)?, project).map_err(|source| RegistryError::Proto { location: store.location(), source })
 }
 
-type Make<'a> =
-    dyn Fn(&RegistryFile, Timestamp) -> Result<(RegistryFile, Plan), RegistryError> + 'a;
+type Make<'a> = dyn Fn(&RegistryFile, Timestamp) -> Result<(RegistryFile, Plan), RegistryError> + 'a;
 
 fn commit(
     store: &dyn RegistryStore,
@@ -176,22 +136,9 @@ fn commit(
         let bytes = next.encode();
         match store.write(stored.as_ref().map(|s| &s.generation), &bytes) {
             Ok(_) => {
-                let info = version_info(
-                    kind,
-                    &version_id,
-                    &parent,
-                    now,
-                    user,
-                    project,
-                    plan.summary_lines(),
-                );
+                let info = version_info(kind, &version_id, &parent, now, user, project, plan.summary_lines());
                 let version = history::record(store, info, &bytes)?;
-                return Ok(ApplyOutcome::Applied {
-                    plan,
-                    version,
-                    version_id,
-                    attempts: attempt,
-                });
+                return Ok(ApplyOutcome::Applied { plan, version, version_id, attempts: attempt });
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),

@@ -37,8 +37,7 @@ fn kind_label<S: serde::Serializer>(k: &ObjectKind, s: S) -> Result<S::Ok, S::Er
 impl Change {
     /// Feast never prints data sources or the hidden `__dummy` entity; neither do we.
     pub fn is_shown(&self) -> bool {
-        self.kind != ObjectKind::DataSource
-            && !(self.kind == ObjectKind::Entity && self.name == DUMMY_ENTITY)
+        self.kind != ObjectKind::DataSource && !(self.kind == ObjectKind::Entity && self.name == DUMMY_ENTITY)
     }
 }
 
@@ -54,24 +53,13 @@ impl Plan {
     }
 
     pub fn change(&self, kind: ObjectKind, name: &str) -> Option<&Change> {
-        self.changes
-            .iter()
-            .find(|c| c.kind == kind && c.name == name)
+        self.changes.iter().find(|c| c.kind == kind && c.name == name)
     }
 
     /// `(created, updated, deleted)` among the objects shown.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let count = |a: Action| {
-            self.changes
-                .iter()
-                .filter(|c| c.is_shown() && c.action == a)
-                .count()
-        };
-        (
-            count(Action::Create),
-            count(Action::Update),
-            count(Action::Delete),
-        )
+        let count = |a: Action| self.changes.iter().filter(|c| c.is_shown() && c.action == a).count();
+        (count(Action::Create), count(Action::Update), count(Action::Delete))
     }
 
     /// One line per changed object, like Feast's and Amora's plan output.
@@ -115,52 +103,16 @@ pub fn compare(old: &FeastObjects, new: &FeastObjects, extra_old: &[(ObjectKind,
     let (old, new) = (normalized(old), normalized(new));
     let mut changes = Vec::new();
     let one = |o: &Option<amora_proto::Project>| -> BTreeMap<String, Value> {
-        o.iter()
-            .map(|p| {
-                (
-                    p.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                    to_json(p),
-                )
-            })
-            .collect()
+        o.iter().map(|p| (p.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(), to_json(p))).collect()
     };
-    compare_kind(
-        ObjectKind::Project,
-        &one(&old.project),
-        &one(&new.project),
-        &mut changes,
-    );
-    compare_kind(
-        ObjectKind::DataSource,
-        &jsons(&old.data_sources),
-        &jsons(&new.data_sources),
-        &mut changes,
-    );
-    compare_kind(
-        ObjectKind::Entity,
-        &jsons(&old.entities),
-        &jsons(&new.entities),
-        &mut changes,
-    );
-    compare_kind(
-        ObjectKind::FeatureView,
-        &jsons(&old.feature_views),
-        &jsons(&new.feature_views),
-        &mut changes,
-    );
-    for kind in [
-        ObjectKind::OnDemandFeatureView,
-        ObjectKind::StreamFeatureView,
-        ObjectKind::LabelView,
-    ] {
+    compare_kind(ObjectKind::Project, &one(&old.project), &one(&new.project), &mut changes);
+    compare_kind(ObjectKind::DataSource, &jsons(&old.data_sources), &jsons(&new.data_sources), &mut changes);
+    compare_kind(ObjectKind::Entity, &jsons(&old.entities), &jsons(&new.entities), &mut changes);
+    compare_kind(ObjectKind::FeatureView, &jsons(&old.feature_views), &jsons(&new.feature_views), &mut changes);
+    for kind in [ObjectKind::OnDemandFeatureView, ObjectKind::StreamFeatureView, ObjectKind::LabelView] {
         for (k, name) in extra_old {
             if *k == kind {
-                changes.push(Change {
-                    kind,
-                    name: name.clone(),
-                    action: Action::Delete,
-                    details: vec![],
-                });
+                changes.push(Change { kind, name: name.clone(), action: Action::Delete, details: vec![] });
             }
         }
     }
@@ -179,51 +131,22 @@ fn jsons<T: serde::Serialize>(m: &BTreeMap<String, T>) -> BTreeMap<String, Value
 
 /// Objects of kinds amora does not write, present for `project` in `file`.
 pub fn foreign_views(file: &RegistryFile, project: &str) -> Vec<(ObjectKind, String)> {
-    [
-        ObjectKind::OnDemandFeatureView,
-        ObjectKind::StreamFeatureView,
-        ObjectKind::LabelView,
-    ]
-    .into_iter()
-    .flat_map(|k| file.objects(k, project).map(move |(name, _)| (k, name)))
-    .collect()
+    [ObjectKind::OnDemandFeatureView, ObjectKind::StreamFeatureView, ObjectKind::LabelView]
+        .into_iter()
+        .flat_map(|k| file.objects(k, project).map(move |(name, _)| (k, name)))
+        .collect()
 }
 
-fn compare_kind(
-    kind: ObjectKind,
-    old: &BTreeMap<String, Value>,
-    new: &BTreeMap<String, Value>,
-    out: &mut Vec<Change>,
-) {
+fn compare_kind(kind: ObjectKind, old: &BTreeMap<String, Value>, new: &BTreeMap<String, Value>, out: &mut Vec<Change>) {
     let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     for name in names {
         let change = match (old.get(name), new.get(name)) {
-            (None, Some(n)) => Change {
-                kind,
-                name: name.clone(),
-                action: Action::Create,
-                details: created_details(n),
-            },
-            (Some(_), None) => Change {
-                kind,
-                name: name.clone(),
-                action: Action::Delete,
-                details: vec![],
-            },
+            (None, Some(n)) => Change { kind, name: name.clone(), action: Action::Create, details: created_details(n) },
+            (Some(_), None) => Change { kind, name: name.clone(), action: Action::Delete, details: vec![] },
             (Some(o), Some(n)) if o != n => {
                 let mut details = Vec::new();
-                diff_json(
-                    "",
-                    o.get("spec").unwrap_or(o),
-                    n.get("spec").unwrap_or(n),
-                    &mut details,
-                );
-                Change {
-                    kind,
-                    name: name.clone(),
-                    action: Action::Update,
-                    details,
-                }
+                diff_json("", o.get("spec").unwrap_or(o), n.get("spec").unwrap_or(n), &mut details);
+                Change { kind, name: name.clone(), action: Action::Update, details }
             }
             _ => continue,
         };
@@ -247,19 +170,11 @@ fn created_details(v: &Value) -> Vec<String> {
     let labels: Vec<String> = items
         .iter()
         .flat_map(|i| {
-            match (
-                i.get("featureViewName").and_then(Value::as_str),
-                i.get("featureColumns"),
-            ) {
+            match (i.get("featureViewName").and_then(Value::as_str), i.get("featureColumns")) {
                 // A feature service's projection: `view:feature` for each selected column.
                 (Some(view), Some(Value::Array(cols))) => cols
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "{view}:{}",
-                            c.get("name").and_then(Value::as_str).unwrap_or("?")
-                        )
-                    })
+                    .map(|c| format!("{view}:{}", c.get("name").and_then(Value::as_str).unwrap_or("?")))
                     .collect(),
                 (Some(view), _) => vec![view.to_string()],
                 _ => vec![feature_label(i)],
@@ -294,11 +209,9 @@ fn diff_json(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
                     (Some(a), Some(b)) if a == b => {}
                     (Some(a), Some(b)) => diff_json(&join(k), a, b, out),
                     (a, b) => {
-                        if let Some(lines) = named_list_diff(
-                            &join(k),
-                            a.unwrap_or(&Value::Null),
-                            b.unwrap_or(&Value::Null),
-                        ) {
+                        if let Some(lines) =
+                            named_list_diff(&join(k), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null))
+                        {
                             out.extend(lines);
                         } else {
                             out.push(format!("{}: {} -> {}", join(k), compact(a), compact(b)));
@@ -309,11 +222,7 @@ fn diff_json(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
         }
         (a, b) => match named_list_diff(path, a, b) {
             Some(lines) => out.extend(lines),
-            None => out.push(format!(
-                "{path}: {} -> {}",
-                compact(Some(a)),
-                compact(Some(b))
-            )),
+            None => out.push(format!("{path}: {} -> {}", compact(Some(a)), compact(Some(b)))),
         },
     }
 }
@@ -325,10 +234,7 @@ fn named_list_diff(path: &str, old: &Value, new: &Value) -> Option<Vec<String>> 
             Value::Array(items) => items
                 .iter()
                 .map(|i| {
-                    let name = i
-                        .get("name")
-                        .or_else(|| i.get("featureViewName"))?
-                        .as_str()?;
+                    let name = i.get("name").or_else(|| i.get("featureViewName"))?.as_str()?;
                     Some((name.to_string(), i.clone()))
                 })
                 .collect(),
@@ -339,11 +245,7 @@ fn named_list_diff(path: &str, old: &Value, new: &Value) -> Option<Vec<String>> 
     if o.is_empty() && n.is_empty() {
         return None;
     }
-    let what = path
-        .rsplit('.')
-        .next()
-        .unwrap_or(path)
-        .trim_end_matches('s');
+    let what = path.rsplit('.').next().unwrap_or(path).trim_end_matches('s');
     let mut out = Vec::new();
     for (name, item) in &n {
         match o.iter().find(|(x, _)| x == name) {

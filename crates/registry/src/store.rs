@@ -64,10 +64,7 @@ impl LocalStore {
     }
 
     fn err(&self, message: impl std::fmt::Display) -> StoreError {
-        StoreError::Backend {
-            location: self.location(),
-            message: message.to_string(),
-        }
+        StoreError::Backend { location: self.location(), message: message.to_string() }
     }
 
     fn generation_of(bytes: &[u8]) -> Generation {
@@ -82,10 +79,7 @@ impl LocalStore {
 
     fn read_unlocked(&self) -> Result<Option<Stored>, StoreError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(Stored {
-                generation: Self::generation_of(&bytes),
-                bytes,
-            })),
+            Ok(bytes) => Ok(Some(Stored { generation: Self::generation_of(&bytes), bytes })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(e)),
         }
@@ -93,8 +87,7 @@ impl LocalStore {
 
     fn lock(&self) -> Result<std::fs::File, StoreError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .map_err(|e| self.err(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| self.err(format!("cannot create {}: {e}", dir.display())))?;
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(".lock");
         let lock = std::fs::OpenOptions::new()
@@ -103,8 +96,7 @@ impl LocalStore {
             .write(true)
             .open(self.path.with_file_name(name))
             .map_err(|e| self.err(e))?;
-        lock.lock()
-            .map_err(|e| self.err(format!("cannot lock: {e}")))?;
+        lock.lock().map_err(|e| self.err(format!("cannot lock: {e}")))?;
         Ok(lock)
     }
 }
@@ -161,16 +153,12 @@ impl RegistryStore for LocalStore {
         // reader never sees a partial file.
         let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
         let mut f = std::fs::File::create(&tmp).map_err(|e| self.err(e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| self.err(e))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| self.err(e))?;
         let linked = std::fs::hard_link(&tmp, dir.join(name));
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(StoreError::AlreadyExists(name.into()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists(name.into())),
             Err(e) => Err(self.err(e)),
         }
     }

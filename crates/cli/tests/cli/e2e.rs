@@ -72,7 +72,9 @@ fn edits_show_property_changes_and_history_diff_rollback_work() {
     assert_eq!(m1.created_timestamp, m2.created_timestamp, "created_timestamp survives an update");
     assert!(m2.last_updated_timestamp > m1.last_updated_timestamp);
     // Unchanged objects keep their bytes.
-    let entity = |r: &amora_proto::RegistryFile| r.objects(ObjectKind::Entity, "health").map(|(_, f)| f.bytes.clone()).collect::<Vec<_>>();
+    let entity = |r: &amora_proto::RegistryFile| {
+        r.objects(ObjectKind::Entity, "health").map(|(_, f)| f.bytes.clone()).collect::<Vec<_>>()
+    };
     assert_eq!(entity(&v1), entity(&v2));
 
     let history = json(amora(&dir, &["feature-store", "history", "--json"]));
@@ -103,7 +105,10 @@ fn removing_objects_deletes_them() {
     amora(&dir, &["feature-store", "apply"]).ok();
     std::fs::remove_file(dir.join("feature_store/feature_services.yml")).unwrap();
     let out = amora(&dir, &["feature-store", "apply"]).ok().stdout;
-    assert!(out.contains("Deleted feature service step_activity") && out.contains("0 to create, 0 to update, 1 to delete."), "{out}");
+    assert!(
+        out.contains("Deleted feature service step_activity") && out.contains("0 to create, 0 to update, 1 to delete."),
+        "{out}"
+    );
     let services = json(amora(&dir, &["feature-store", "list", "feature-services", "--json"]));
     assert_eq!(services.as_array().unwrap().len(), 1);
 }
@@ -117,7 +122,11 @@ fn many_errors_are_reported_together_and_nothing_is_written() {
     edit(&yml, "ttl: 1h", "ttl: 1y");
     edit(&yml, "features: [value_avg, value_sum, value_count]", "features: [value_avg, value_sum, value_cnt]");
     edit(&dir.join("models/steps.sql"), "FROM health", "FROM healht");
-    edit(&dir.join("feature_store/feature_services.yml"), "step_count_by_source: [value_avg, value_sum]", "step_count_by_sauce: [value_avg]");
+    edit(
+        &dir.join("feature_store/feature_services.yml"),
+        "step_count_by_source: [value_avg, value_sum]",
+        "step_count_by_sauce: [value_avg]",
+    );
     let err = amora(&dir, &["feature-store", "apply"]).fails().stderr;
     for needle in [
         "models/step_count_by_source.yml: feature view step_count_by_source: bad ttl",
@@ -139,12 +148,19 @@ fn yaml_errors_give_line_and_column_and_cycles_are_found() {
     let (_tmp, dir) = example("health");
     std::fs::write(dir.join("feature_store/entities.yml"), "entities:\n  - name: x\n    type: [string\n").unwrap();
     let err = amora(&dir, &["validate"]).fails().stderr;
-    assert!(err.contains("feature_store/entities.yml:4:1: YAML:") || err.contains("feature_store/entities.yml:3:"), "{err}");
+    assert!(
+        err.contains("feature_store/entities.yml:4:1: YAML:") || err.contains("feature_store/entities.yml:3:"),
+        "{err}"
+    );
 
     let (_tmp2, dir) = example("health");
     edit(&dir.join("models/steps.sql"), "FROM health", "FROM step_count_by_source");
     let err = amora(&dir, &["validate"]).fails().stderr;
-    assert!(err.contains("dependency cycle: ") && err.contains("steps -> step_count_by_source") || err.contains("step_count_by_source -> steps"), "{err}");
+    assert!(
+        err.contains("dependency cycle: ") && err.contains("steps -> step_count_by_source")
+            || err.contains("step_count_by_source -> steps"),
+        "{err}"
+    );
 
     let (_tmp3, dir) = example("health");
     edit(&dir.join("feature_store/entities.yml"), "type: string", "type: float64");
@@ -190,7 +206,13 @@ fn concurrent_applies_lose_no_update() {
     for i in 0..8 {
         assert_eq!(reg.objects(ObjectKind::FeatureView, &format!("proj{i}")).count(), 1, "proj{i} was lost");
     }
-    let history = json(amora_cmd(&dirs[0], &["feature-store", "history", "--json"]).env("AMORA_FEATURE_STORE_REGISTRY", &registry_path).output().unwrap().into());
+    let history = json(
+        amora_cmd(&dirs[0], &["feature-store", "history", "--json"])
+            .env("AMORA_FEATURE_STORE_REGISTRY", &registry_path)
+            .output()
+            .unwrap()
+            .into(),
+    );
     let applies = history.as_array().unwrap().iter().filter(|v| v["kind"] == "apply").count();
     assert_eq!(applies, 8);
 }
@@ -199,10 +221,18 @@ fn concurrent_applies_lose_no_update() {
 fn env_overrides_pick_the_registry() {
     let (tmp, dir) = example("health");
     let elsewhere = tmp.path().join("elsewhere.db");
-    let run: Run = amora_cmd(&dir, &["feature-store", "apply"]).env("AMORA_FEATURE_STORE_REGISTRY", &elsewhere).output().unwrap().into();
+    let run: Run = amora_cmd(&dir, &["feature-store", "apply"])
+        .env("AMORA_FEATURE_STORE_REGISTRY", &elsewhere)
+        .output()
+        .unwrap()
+        .into();
     run.ok();
     assert!(elsewhere.exists() && !dir.join("data/registry.db").exists());
-    let run: Run = amora_cmd(&dir, &["feature-store", "apply"]).env("AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG", "{not json").output().unwrap().into();
+    let run: Run = amora_cmd(&dir, &["feature-store", "apply"])
+        .env("AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG", "{not json")
+        .output()
+        .unwrap()
+        .into();
     assert!(run.fails().stderr.contains("AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG is not valid JSON"));
 }
 
@@ -214,7 +244,11 @@ fn lists_describe_and_dump() {
     amora(&dir, &["feature-store", "apply"]).ok();
     let fv = json(amora(&dir, &["feature-store", "list", "feature-views", "--json"]));
     assert_eq!(fv[0]["name"], "step_count_by_source");
-    assert_eq!(fv[0]["features"][0], serde_json::json!({"name": "value_avg", "value_type": "DOUBLE"}), "float64 stays DOUBLE");
+    assert_eq!(
+        fv[0]["features"][0],
+        serde_json::json!({"name": "value_avg", "value_type": "DOUBLE"}),
+        "float64 stays DOUBLE"
+    );
     assert_eq!(fv[0]["entities"], serde_json::json!(["source_name"]));
     let ds = json(amora(&dir, &["feature-store", "list", "data-sources", "--json"]));
     assert!(ds[0]["location"].as_str().unwrap().ends_with("target/tables/step_count_by_source.parquet"));
@@ -255,6 +289,7 @@ fn lineage_formats() {
 #[test]
 fn committed_seed_data_is_the_generators_output() {
     let (_tmp, dir) = example("health");
-    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/health/data/health.csv")).unwrap();
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/health/data/health.csv")).unwrap();
     assert_eq!(std::fs::read(dir.join("data/health.csv")).unwrap(), committed);
 }

@@ -95,7 +95,12 @@ fn amora_reads_feasts_demo_and_keeps_it_intact() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str], cwd: &Path| {
         let out = Command::new(feast_bin(&python)).args(args).current_dir(cwd).output().unwrap();
-        assert!(out.status.success(), "feast {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "feast {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run(&["init", "feastdemo"], tmp.path());
@@ -106,24 +111,42 @@ fn amora_reads_feasts_demo_and_keeps_it_intact() {
     // amora, configured on Feast's registry, lists what Feast lists.
     let reader = tmp.path().join("reader");
     std::fs::create_dir_all(&reader).unwrap();
-    std::fs::write(reader.join("amora.yaml"), format!("project: feastdemo\nfeature_store:\n  registry: {}\n", registry_path.display())).unwrap();
+    std::fs::write(
+        reader.join("amora.yaml"),
+        format!("project: feastdemo\nfeature_store:\n  registry: {}\n", registry_path.display()),
+    )
+    .unwrap();
     let feast_before = feast_catalog(&python, &repo);
     assert_same(&amora_catalog(&reader), &feast_before);
 
     // amora applies its own project into the same registry...
     let before = registry(&registry_path);
     let (_t, dir) = example("amora_side");
-    let r: Run = amora_cmd(&dir, &["feature-store", "apply"]).env("AMORA_FEATURE_STORE_REGISTRY", &registry_path).output().unwrap().into();
+    let r: Run = amora_cmd(&dir, &["feature-store", "apply"])
+        .env("AMORA_FEATURE_STORE_REGISTRY", &registry_path)
+        .output()
+        .unwrap()
+        .into();
     r.ok();
     let after = registry(&registry_path);
     assert_eq!(after.objects(ObjectKind::FeatureView, "amora_side").count(), 1);
     // ...and every one of Feast's top-level objects keeps its exact bytes.
     let feast_fields = |r: &amora_proto::RegistryFile| -> Vec<Vec<u8>> {
-        r.fields.iter().filter(|f| f.key().is_some_and(|(_, p, _)| p == "feastdemo") || f.tag == 18).map(|f| f.bytes.clone()).collect()
+        r.fields
+            .iter()
+            .filter(|f| f.key().is_some_and(|(_, p, _)| p == "feastdemo") || f.tag == 18)
+            .map(|f| f.bytes.clone())
+            .collect()
     };
     assert_eq!(feast_fields(&before), feast_fields(&after));
     // The registry Feast wrote was recorded in the history before amora replaced it.
-    let history = json(amora_cmd(&dir, &["feature-store", "history", "--json"]).env("AMORA_FEATURE_STORE_REGISTRY", &registry_path).output().unwrap().into());
+    let history = json(
+        amora_cmd(&dir, &["feature-store", "history", "--json"])
+            .env("AMORA_FEATURE_STORE_REGISTRY", &registry_path)
+            .output()
+            .unwrap()
+            .into(),
+    );
     assert_eq!(history[0]["kind"], "external");
     assert_eq!(history[0]["version_id"], before.version_id());
 
