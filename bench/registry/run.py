@@ -18,13 +18,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def measure(cmd, cwd):
     """Runs cmd; returns (seconds, peak RSS in MB). Fails loudly."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{cmd} failed:\n{out.decode()}\n{err.decode()}")
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        # Output goes to a file, not a pipe: a pipe nobody reads would block the child.
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            out.seek(0)
+            sys.exit(f"{cmd} failed:\n{out.read().decode()}")
     return elapsed, usage.ru_maxrss / 1024.0
 
 
