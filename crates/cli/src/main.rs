@@ -4,6 +4,7 @@
 mod catalog;
 mod generate;
 mod init;
+mod pipeline_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +61,35 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Resolve dependencies; write compiled SQL and the manifest to target/.
+    Compile,
+    /// Run the models, in dependency order, into warehouse tables.
+    Materialize {
+        /// Only these models (repeatable).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// With --model: also run what the models depend on.
+        #[arg(long)]
+        depends: bool,
+        /// Re-run even unchanged models.
+        #[arg(long)]
+        force: bool,
+        /// Models run at once within a generation (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the data tests declared in the models' YAML.
+    Test {
+        #[arg(long = "model")]
+        models: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The models: dependencies, materialization, rows, bytes, last run, status.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// The feature store: registry, definitions and (later) serving.
     #[command(subcommand, name = "feature-store")]
     FeatureStore(FsCommand),
@@ -67,6 +97,14 @@ enum Command {
     Lineage {
         #[arg(long, value_enum, default_value_t = LineageFormat::Text)]
         format: LineageFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -177,6 +215,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::FeatureStore(cmd) => feature_store(dir, cmd),
+        Command::Compile => pipeline_cmd::compile_cmd(&load(dir)?),
+        Command::Materialize { models, depends, force, threads, json } => {
+            let opts = amora_pipeline::RunOptions { select: models, depends, force, threads };
+            pipeline_cmd::materialize_cmd(&load(dir)?, opts, json)
+        }
+        Command::Test { models, json } => pipeline_cmd::test_cmd(&load(dir)?, &models, json),
+        Command::Models(ModelsCommand::List { json }) => pipeline_cmd::models_list(&load(dir)?, json),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod dag;
 pub mod defs;
 pub mod diagnostics;
 pub mod duration;
+pub mod hash;
 pub mod ident;
 pub mod validate;
 pub mod value_type;

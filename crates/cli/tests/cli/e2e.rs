@@ -251,7 +251,8 @@ fn lists_describe_and_dump() {
     );
     assert_eq!(fv[0]["entities"], serde_json::json!(["source_name"]));
     let ds = json(amora(&dir, &["feature-store", "list", "data-sources", "--json"]));
-    assert!(ds[0]["location"].as_str().unwrap().ends_with("target/tables/step_count_by_source.parquet"));
+    // A daily-partitioned model: the data source is the folder of partitions.
+    assert!(ds[0]["location"].as_str().unwrap().ends_with("target/tables/step_count_by_source"));
     let text = amora(&dir, &["feature-store", "list", "feature-views"]).ok().stdout;
     assert!(text.starts_with("NAME") && text.contains("step_count_by_source"), "{text}");
     let desc = amora(&dir, &["feature-store", "describe", "step_count_by_source"]).ok().stdout;

@@ -4,4 +4,5 @@
 
 mod e2e;
 mod feast_compat;
+mod pipeline;
 mod support;

@@ -75,3 +75,24 @@ pub fn registry(path: &Path) -> RegistryFile {
 pub fn json(run: Run) -> serde_json::Value {
     serde_json::from_str(&run.ok().stdout).expect("JSON output")
 }
+
+/// Runs `sql` over the tables in `tables` (name -> location) with amora's own
+/// warehouse, and returns the rows as strings.
+pub fn query(tables: &[(&str, amora_offline::TableLocation)], sql: &str) -> Vec<Vec<String>> {
+    use amora_offline::arrow::util::display::array_value_to_string;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let w = amora_offline::Warehouse::new(1);
+        for (name, loc) in tables {
+            w.register_table(name, loc).await.unwrap();
+        }
+        let batches = w.query(sql).await.unwrap();
+        let mut rows = Vec::new();
+        for b in &batches {
+            for r in 0..b.num_rows() {
+                rows.push(b.columns().iter().map(|c| array_value_to_string(c, r).unwrap()).collect());
+            }
+        }
+        rows
+    })
+}

@@ -1,0 +1,33 @@
+//! The embedded warehouse: Apache DataFusion in the process, over CSV and Parquet
+//! files. It registers sources and model tables, runs a model's SELECT, checks the
+//! result against the model's declared columns, and writes it as Parquet so that a
+//! failed or interrupted run never leaves a half-written table that reads as valid.
+//!
+//! Architecture invariant: this crate knows DataFusion and Arrow; it knows nothing
+//! of the DAG, manifests or registries (see `amora-pipeline`).
+
+mod types;
+mod warehouse;
+
+pub use datafusion::arrow;
+pub use types::{arrow_type, check_type, storage_type};
+pub use warehouse::{TableLocation, TableStats, Warehouse};
+
+/// Why a warehouse operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// The model's SQL did not plan or run; the engine's message, with its position when it gives one.
+    #[error("{0}")]
+    Sql(String),
+    /// The model produced columns that differ from its declaration.
+    #[error("{0}")]
+    Contract(String),
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+}
+
+impl From<datafusion::error::DataFusionError> for OfflineError {
+    fn from(e: datafusion::error::DataFusionError) -> OfflineError {
+        OfflineError::Sql(e.strip_backtrace().to_string())
+    }
+}

@@ -1,0 +1,281 @@
+//! [`Warehouse`]: a DataFusion session with the project's sources and tables.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use amora_model::{Column, FileFormat, Source};
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::{cast, ident, CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+
+use crate::types::{arrow_type, check_type, storage_type};
+use crate::OfflineError;
+
+/// The hidden column a daily-partitioned table is split on (hive style: `amora_date=YYYY-MM-DD/`; no leading underscore, which pyarrow would skip).
+pub const PARTITION_COLUMN: &str = "amora_date";
+
+/// Where a model's table lives on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableLocation {
+    /// One Parquet file.
+    File(PathBuf),
+    /// A folder of daily partitions, split on the given timestamp column.
+    Daily { dir: PathBuf, column: String },
+}
+
+impl TableLocation {
+    pub fn path(&self) -> &Path {
+        match self {
+            TableLocation::File(p) => p,
+            TableLocation::Daily { dir, .. } => dir,
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path().exists()
+    }
+}
+
+/// What a table build produced.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TableStats {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// An embedded DataFusion session. Cheap to share: clones share the session.
+#[derive(Clone)]
+pub struct Warehouse {
+    ctx: SessionContext,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> OfflineError {
+    OfflineError::Io { path: path.display().to_string(), message: e.to_string() }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn disk_size(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => {
+            std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| disk_size(&e.path())).sum()
+        }
+        _ => 0,
+    }
+}
+
+impl Warehouse {
+    /// A session running queries on `threads` partitions (0: one per core).
+    pub fn new(threads: usize) -> Warehouse {
+        let mut config = SessionConfig::new().with_information_schema(false);
+        if threads > 0 {
+            config = config.with_target_partitions(threads);
+        }
+        // Naive timestamps are UTC.
+        config.options_mut().execution.time_zone = Some("UTC".into());
+        Warehouse { ctx: SessionContext::new_with_config(config) }
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Registers a source's file (or folder) under its name. CSV columns are read
+    /// as their declared types; Parquet files bring their own schema.
+    pub async fn register_source(&self, source: &Source, root: &Path) -> Result<(), OfflineError> {
+        let path = if source.location.contains("://") {
+            source.location.clone()
+        } else {
+            let p = root.join(&source.location);
+            if !p.exists() {
+                return Err(io(&p, format!("source `{}`: file not found", source.name)));
+            }
+            p.display().to_string()
+        };
+        let _ = self.ctx.deregister_table(source.name.as_str());
+        match source.format {
+            FileFormat::Csv => {
+                let schema = Schema::new(
+                    source.columns.iter().map(|c| Field::new(&c.name, arrow_type(c.ty), true)).collect::<Vec<_>>(),
+                );
+                let ext = if path.ends_with(".gz") { ".csv.gz" } else { ".csv" };
+                let options = CsvReadOptions::new().has_header(true).schema(&schema).file_extension(ext);
+                self.ctx.register_csv(source.name.as_str(), &path, options).await?;
+            }
+            FileFormat::Parquet => {
+                self.ctx.register_parquet(source.name.as_str(), &path, ParquetReadOptions::default()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a model's table, as written by [`Warehouse::build_table`].
+    pub async fn register_table(&self, name: &str, location: &TableLocation) -> Result<(), OfflineError> {
+        let _ = self.ctx.deregister_table(name);
+        match location {
+            TableLocation::File(p) => {
+                self.ctx.register_parquet(name, p.display().to_string(), ParquetReadOptions::default()).await?;
+            }
+            TableLocation::Daily { dir, .. } => {
+                // Read the partitions, then hide the partition column behind a view.
+                let raw = format!("__amora_raw_{name}");
+                let _ = self.ctx.deregister_table(raw.as_str());
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet")
+                    .with_table_partition_cols(vec![(PARTITION_COLUMN.to_string(), DataType::Utf8)]);
+                let url = format!("{}/", dir.display());
+                self.ctx.register_listing_table(raw.as_str(), &url, options, None, None).await?;
+                let df = self.ctx.table(raw.as_str()).await?;
+                let cols: Vec<String> = df
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| n != PARTITION_COLUMN)
+                    .map(|n| quote(&n))
+                    .collect();
+                self.register_view(name, &format!("SELECT {} FROM {}", cols.join(", "), quote(&raw))).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `sql` as a view named `name` (inlined into the queries that read it).
+    pub async fn register_view(&self, name: &str, sql: &str) -> Result<(), OfflineError> {
+        let _ = self.ctx.deregister_table(name);
+        self.ctx.sql(&format!("CREATE VIEW {} AS {sql}", quote(name))).await?.collect().await?;
+        Ok(())
+    }
+
+    /// Plans `sql` and checks its columns against `columns` (names and types).
+    pub async fn plan_model(&self, model: &str, sql: &str, columns: &[Column]) -> Result<DataFrame, OfflineError> {
+        let df = self.ctx.sql(sql).await?;
+        let produced: Vec<(String, DataType)> =
+            df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        let mut problems = Vec::new();
+        for c in columns {
+            match produced.iter().find(|(n, _)| *n == c.name) {
+                None => problems.push(format!("declared column `{}` is not produced by the SQL", c.name)),
+                Some((_, t)) if !check_type(c.ty, t) => {
+                    problems.push(format!("column `{}` is declared {} but the SQL produces {t}", c.name, c.ty))
+                }
+                Some(_) => {}
+            }
+        }
+        for (n, t) in &produced {
+            if !columns.iter().any(|c| c.name == *n) {
+                problems.push(format!("column `{n}` ({t}) is produced by the SQL but not declared"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(OfflineError::Contract(format!("model {model}: {}", problems.join("; "))));
+        }
+        let exprs = columns.iter().map(|c| cast(ident(&c.name), storage_type(c.ty)).alias(&c.name)).collect::<Vec<_>>();
+        Ok(df.select(exprs)?)
+    }
+
+    /// Runs a model's SELECT and writes the result to `location`, atomically: the
+    /// data goes to a hidden temporary path that replaces the table only once complete.
+    pub async fn build_table(
+        &self,
+        model: &str,
+        sql: &str,
+        columns: &[Column],
+        location: &TableLocation,
+    ) -> Result<TableStats, OfflineError> {
+        let df = self.plan_model(model, sql, columns).await?;
+        let final_path = location.path().to_path_buf();
+        let dir = final_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let tmp = dir.join(format!(".tmp-{model}-{}", uuid::Uuid::new_v4().simple()));
+        let result = self.write(df, location, &tmp).await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        swap_into_place(&tmp, &final_path)?;
+        // A table that changed layout (file <-> folder) leaves no stale twin behind.
+        let twin = match location {
+            TableLocation::File(p) => p.with_extension(""),
+            TableLocation::Daily { dir, .. } => dir.with_extension("parquet"),
+        };
+        if twin != final_path {
+            let _ = std::fs::remove_file(&twin);
+            let _ = std::fs::remove_dir_all(&twin);
+        }
+        Ok(TableStats { rows, bytes: disk_size(&final_path) })
+    }
+
+    async fn write(&self, df: DataFrame, location: &TableLocation, tmp: &Path) -> Result<u64, OfflineError> {
+        let (df, options) = match location {
+            TableLocation::File(_) => (df, DataFrameWriteOptions::new().with_single_file_output(true)),
+            TableLocation::Daily { column, .. } => {
+                let day = cast(cast(ident(column), DataType::Date32), DataType::Utf8).alias(PARTITION_COLUMN);
+                let mut exprs: Vec<_> = df.schema().fields().iter().map(|f| ident(f.name())).collect();
+                exprs.push(day);
+                (df.select(exprs)?, DataFrameWriteOptions::new().with_partition_by(vec![PARTITION_COLUMN.to_string()]))
+            }
+        };
+        let path = match location {
+            TableLocation::File(_) => tmp.display().to_string(),
+            TableLocation::Daily { .. } => format!("{}/", tmp.display()),
+        };
+        let out = df.write_parquet(&path, options, None).await?;
+        Ok(count_of(&out))
+    }
+
+    /// Runs a query and collects its batches.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, OfflineError> {
+        Ok(self.ctx.sql(sql).await?.collect().await?)
+    }
+
+    /// `SELECT COUNT(*)` over `sql`.
+    pub async fn count(&self, sql: &str) -> Result<u64, OfflineError> {
+        let batches = self.query(&format!("SELECT COUNT(*) AS n FROM ({sql}) AS __amora_q")).await?;
+        let n = batches
+            .first()
+            .and_then(|b| {
+                b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.columns().first())
+        .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .map(|a| if a.is_empty() { 0 } else { a.value(0) })
+        .sum()
+}
+
+/// Moves `tmp` to `target`. A file is replaced by one atomic rename; a folder is
+/// moved aside first, so a reader sees the old or the new table, never a mix.
+fn swap_into_place(tmp: &Path, target: &Path) -> Result<(), OfflineError> {
+    if tmp.is_dir() && target.exists() {
+        let old = target.with_file_name(format!(".old-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::rename(target, &old).map_err(|e| io(target, e))?;
+        std::fs::rename(tmp, target).map_err(|e| io(target, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        let _ = std::fs::remove_file(&old);
+    } else {
+        if target.is_dir() {
+            std::fs::remove_dir_all(target).map_err(|e| io(target, e))?;
+        }
+        std::fs::rename(tmp, target).map_err(|e| io(target, e))?;
+    }
+    Ok(())
+}
