@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the example project, with the embedded defaults (no services):
-# build the binary, scaffold the health example, plan and apply its feature store,
-# and show what the registry now holds.
+# build the binary, scaffold the health example, run its pipeline
+# (health -> steps -> step_count_by_source) and data tests, plan and apply its
+# feature store, and show what the registry now holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${AMORA_BUILD_DIR:-$PWD/target}}"
@@ -13,6 +14,10 @@ set -x
 "$AMORA" init "$DEMO"
 cd "$DEMO"
 "$AMORA" validate
+"$AMORA" compile
+"$AMORA" materialize
+"$AMORA" test
+"$AMORA" models list
 "$AMORA" feature-store plan
 "$AMORA" feature-store apply
 "$AMORA" feature-store list feature-views
