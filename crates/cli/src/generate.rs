@@ -88,6 +88,46 @@ pub fn write_health_csv(out: &mut dyn Write, rows: u64, seed: u64, days: u64, so
     Ok(())
 }
 
+/// Converts a generated CSV file into one Parquet file, with the example source's types.
+pub async fn csv_to_parquet(csv: &std::path::Path, parquet: &std::path::Path) -> anyhow::Result<()> {
+    use amora_model::{Column, FileFormat, Source, ValueType};
+    let col = |name: &str, ty: &str| Column {
+        name: name.into(),
+        ty: ValueType::parse(ty).expect("valid"),
+        doc: String::new(),
+        tests: vec![],
+    };
+    let source = Source {
+        name: "health".into(),
+        description: String::new(),
+        owner: String::new(),
+        tags: Default::default(),
+        location: csv.display().to_string(),
+        format: FileFormat::Csv,
+        columns: vec![
+            col("type", "string"),
+            col("source_name", "string"),
+            col("source_version", "string"),
+            col("unit", "string"),
+            col("creation_date", "timestamp"),
+            col("start_date", "timestamp"),
+            col("end_date", "timestamp"),
+            col("value", "float64"),
+        ],
+        file: Default::default(),
+    };
+    let w = amora_offline::Warehouse::new(0);
+    w.register_source(&source, std::path::Path::new("/")).await?;
+    let df = w.context().table("health").await?;
+    let options = datafusion_write_options();
+    df.write_parquet(&parquet.display().to_string(), options, None).await?;
+    Ok(())
+}
+
+fn datafusion_write_options() -> amora_offline::DataFrameWriteOptions {
+    amora_offline::DataFrameWriteOptions::new().with_single_file_output(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,10 +194,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::GenerateHealth { rows, seed, days, sources, output } => {
-            let f = std::fs::File::create(&output).with_context(|| format!("writing {}", output.display()))?;
+            let parquet = output.extension().is_some_and(|e| e == "parquet");
+            let csv = if parquet { output.with_extension("tmp.csv") } else { output.clone() };
+            let f = std::fs::File::create(&csv).with_context(|| format!("writing {}", csv.display()))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
             generate::write_health_csv(&mut w, rows, seed, days, sources)?;
             std::io::Write::flush(&mut w)?;
+            drop(w);
+            if parquet {
+                let result = pipeline_cmd::runtime()?.block_on(generate::csv_to_parquet(&csv, &output));
+                let _ = std::fs::remove_file(&csv);
+                result?;
+            }
             Ok(())
         }
         Command::Lineage { format } => {

@@ -10,6 +10,7 @@ mod types;
 mod warehouse;
 
 pub use datafusion::arrow;
+pub use datafusion::dataframe::DataFrameWriteOptions;
 pub use types::{arrow_type, check_type, storage_type};
 pub use warehouse::{TableLocation, TableStats, Warehouse};
 

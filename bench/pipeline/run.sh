@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Pipeline benchmark: the example pipeline on N generated health rows (default 10M),
+# amora vs DuckDB on the same Parquet input, one run. Usage: bench/pipeline/run.sh [ROWS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROWS="${1:-10000000}"
+shift || true
+BUILD_DIR="${AMORA_BUILD_DIR:-$PWD/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BUILD_DIR}"
+VENV="$BUILD_DIR/venv-bench"
+if ! "$VENV/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet "duckdb==1.5.5"
+fi
+cargo build --release --quiet -p amora-cli
+AMORA="$CARGO_TARGET_DIR/release/amora"
+WORK="$BUILD_DIR/bench-pipeline"
+DATA="$WORK/health-$ROWS.parquet"
+mkdir -p "$WORK"
+if [ ! -f "$DATA" ]; then
+  echo "generating $ROWS health rows -> $DATA"
+  "$AMORA" generate-health --rows "$ROWS" --sources 200 --days 90 --output "$DATA"
+fi
+rm -rf "$WORK/project"
+"$AMORA" init "$WORK/project" --rows 10 >/dev/null
+sed -i "s|path: data/health.csv|path: $DATA|; s|format: csv|format: parquet|" "$WORK/project/sources/health.yml"
+exec "$VENV/bin/python" bench/pipeline/run.py "$AMORA" "$WORK/project" "$DATA" "$@"
