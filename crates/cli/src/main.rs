@@ -140,6 +140,28 @@ enum FsCommand {
     Rollback { version: u64 },
     /// The project's registry objects as JSON.
     RegistryDump,
+    /// Point-in-time correct training data for the entity rows in a file.
+    GetHistoricalFeatures {
+        /// Entity rows (.parquet or .csv): join keys, event_timestamp, any labels.
+        #[arg(long)]
+        entities: PathBuf,
+        /// Comma-separated `view:feature` references.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "feature_service",
+            required_unless_present = "feature_service"
+        )]
+        features: Vec<String>,
+        #[arg(long)]
+        feature_service: Option<String>,
+        /// Name features `view__feature`.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// Where to write the training set (.parquet or .csv).
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -305,6 +327,35 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
         FsCommand::Describe { name } => {
             let (config, file) = read_registry(dir)?;
             catalog::describe(&file, &config.project, &name)
+        }
+        FsCommand::GetHistoricalFeatures { entities, features, feature_service, full_feature_names, output } => {
+            let (root, config) = config(dir)?;
+            let (config2, file) = read_registry(dir)?;
+            debug_assert_eq!(config.project, config2.project);
+            let selection = match feature_service {
+                Some(s) => amora_core::FeatureSelection::Service(s),
+                None => amora_core::FeatureSelection::Refs(features),
+            };
+            let started = std::time::Instant::now();
+            let rt = pipeline_cmd::runtime()?;
+            let rows = rt.block_on(async {
+                let w = amora_offline::Warehouse::new(0);
+                let frame = amora_offline::frames::read_frame(&w, &entities).await?;
+                let out = amora_core::get_historical_features(
+                    &file,
+                    &config.project,
+                    &root,
+                    &frame,
+                    &selection,
+                    full_feature_names,
+                )
+                .await?;
+                let rows = out.num_rows();
+                amora_offline::frames::write_frame(&w, out, &output).await?;
+                anyhow::Ok(rows)
+            })?;
+            eprintln!("{rows} rows written to {} in {:.3}s", output.display(), started.elapsed().as_secs_f64());
+            Ok(())
         }
         FsCommand::RegistryDump => {
             let (config, file) = read_registry(dir)?;

@@ -6,6 +6,9 @@
 //! Architecture invariant: this crate knows DataFusion and Arrow; it knows nothing
 //! of the DAG, manifests or registries (see `amora-pipeline`).
 
+pub mod frames;
+pub mod historical;
+pub mod pit;
 mod types;
 mod warehouse;
 
@@ -25,6 +28,12 @@ pub enum OfflineError {
     Contract(String),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+}
+
+impl From<datafusion::arrow::error::ArrowError> for OfflineError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> OfflineError {
+        OfflineError::Sql(e.to_string())
+    }
 }
 
 impl From<datafusion::error::DataFusionError> for OfflineError {

@@ -4,5 +4,6 @@
 
 mod e2e;
 mod feast_compat;
+mod historical;
 mod pipeline;
 mod support;

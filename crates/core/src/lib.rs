@@ -1,0 +1,196 @@
+//! The facade every front end (CLI, server, Python) calls. It resolves feature
+//! references against the registry and dispatches to the configured stores.
+//!
+//! Today: [`get_historical_features`] on the embedded offline engine.
+
+use std::path::Path;
+
+use amora_offline::arrow::datatypes::DataType;
+use amora_offline::arrow::record_batch::RecordBatch;
+use amora_offline::historical::ViewSpec;
+use amora_offline::Warehouse;
+use amora_proto::value_type_names::value_type_name;
+use amora_proto::{data_source, FeatureView, RegistryFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The caller's mistake: unknown names, wrong columns or types.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Offline(#[from] amora_offline::OfflineError),
+    #[error(transparent)]
+    Proto(#[from] amora_proto::ProtoError),
+}
+
+/// Which features to fetch: `view:feature` references, or a feature service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureSelection {
+    Refs(Vec<String>),
+    Service(String),
+}
+
+/// A view to join, and its join keys with their Feast value types.
+pub type ResolvedView = (ViewSpec, Vec<(String, i32)>);
+
+/// Resolves a selection into per-view join specs, in order of first mention.
+pub fn resolve_views(
+    file: &RegistryFile,
+    project: &str,
+    selection: &FeatureSelection,
+    root: &Path,
+) -> Result<Vec<ResolvedView>, CoreError> {
+    let objects = amora_registry::current_objects(file, project)?;
+    let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |view: &str, feature: &str| match wanted.iter_mut().find(|(v, _)| v == view) {
+        Some((_, fs)) if !fs.iter().any(|f| f == feature) => fs.push(feature.to_string()),
+        Some(_) => {}
+        None => wanted.push((view.to_string(), vec![feature.to_string()])),
+    };
+    match selection {
+        FeatureSelection::Refs(refs) => {
+            for r in refs {
+                let (v, f) = r
+                    .split_once(':')
+                    .ok_or_else(|| CoreError::Invalid(format!("feature reference `{r}` is not `view:feature`")))?;
+                add(v, f);
+            }
+        }
+        FeatureSelection::Service(name) => {
+            let s = objects.feature_services.get(name).and_then(|s| s.spec.as_ref()).ok_or_else(|| {
+                CoreError::Invalid(format!("project {project} has no feature service `{name}`; see `amora feature-store list feature-services`"))
+            })?;
+            for p in &s.features {
+                for c in &p.feature_columns {
+                    add(&p.feature_view_name, &c.name);
+                }
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Err(CoreError::Invalid("no features requested".into()));
+    }
+    let mut out = Vec::new();
+    for (view, features) in wanted {
+        let spec = objects.feature_views.get(&view).and_then(|v: &FeatureView| v.spec.as_ref()).ok_or_else(|| {
+            CoreError::Invalid(format!(
+                "project {project} has no feature view `{view}`; see `amora feature-store list feature-views`"
+            ))
+        })?;
+        for f in &features {
+            if !spec.features.iter().any(|x| x.name == *f) {
+                return Err(CoreError::Invalid(format!(
+                    "feature view `{view}` has no feature `{f}`; it has: {}",
+                    spec.features.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let source = spec
+            .batch_source
+            .as_ref()
+            .ok_or_else(|| CoreError::Invalid(format!("feature view `{view}` has no batch source")))?;
+        let location = match &source.options {
+            Some(data_source::Options::FileOptions(f)) => {
+                let uri = f.uri.strip_prefix("file://").unwrap_or(&f.uri);
+                if Path::new(uri).is_absolute() || uri.contains("://") {
+                    uri.to_string()
+                } else {
+                    root.join(uri).display().to_string()
+                }
+            }
+            _ => {
+                return Err(CoreError::Invalid(format!(
+                    "feature view `{view}`: only file sources are supported by the embedded offline store"
+                )))
+            }
+        };
+        let keys: Vec<(String, i32)> = spec.entity_columns.iter().map(|c| (c.name.clone(), c.value_type)).collect();
+        let ttl = spec.ttl.map_or(0, |d| u64::try_from(d.seconds).unwrap_or(0));
+        out.push((
+            ViewSpec {
+                name: view.clone(),
+                join_keys: keys.iter().map(|k| k.0.clone()).collect(),
+                event_timestamp: source.timestamp_field.clone(),
+                created_timestamp: Some(source.created_timestamp_column.clone()).filter(|c| !c.is_empty()),
+                ttl_seconds: ttl,
+                features,
+                location,
+            },
+            keys,
+        ));
+    }
+    Ok(out)
+}
+
+/// The timestamp column of an entity frame: `event_timestamp`, or its only timestamp column.
+pub fn entity_timestamp_column(entities: &RecordBatch) -> Result<String, CoreError> {
+    let schema = entities.schema();
+    if schema.index_of("event_timestamp").is_ok() {
+        return Ok("event_timestamp".into());
+    }
+    let ts: Vec<&String> = schema
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
+        .map(|f| f.name())
+        .collect();
+    match ts.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(CoreError::Invalid(format!(
+            "the entity rows need an `event_timestamp` column (or exactly one timestamp column); found {}",
+            if ts.is_empty() {
+                "none".to_string()
+            } else {
+                ts.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        ))),
+    }
+}
+
+fn type_fits(value_type: i32, t: &DataType) -> bool {
+    match value_type {
+        3 | 4 => t.is_integer(),
+        2 => matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+        1 => matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView),
+        _ => true,
+    }
+}
+
+/// Point-in-time correct training data: every entity row, in order, with the
+/// requested features as of its timestamp. Checks the entity columns (presence and
+/// type) before any work.
+pub async fn get_historical_features(
+    file: &RegistryFile,
+    project: &str,
+    root: &Path,
+    entities: &RecordBatch,
+    selection: &FeatureSelection,
+    full_feature_names: bool,
+) -> Result<RecordBatch, CoreError> {
+    let resolved = resolve_views(file, project, selection, root)?;
+    let ts = entity_timestamp_column(entities)?;
+    let schema = entities.schema();
+    for (view, keys) in &resolved {
+        for (k, vt) in keys {
+            let field = schema.field_with_name(k).map_err(|_| {
+                CoreError::Invalid(format!(
+                    "the entity rows have no `{k}` column, the join key of feature view `{}`",
+                    view.name
+                ))
+            })?;
+            if !type_fits(*vt, field.data_type()) {
+                return Err(CoreError::Invalid(format!(
+                    "entity column `{k}` has type {} but the join key of feature view `{}` is {}",
+                    field.data_type(),
+                    view.name,
+                    value_type_name(*vt)
+                )));
+            }
+        }
+    }
+    let views: Vec<ViewSpec> = resolved.into_iter().map(|(v, _)| v).collect();
+    amora_offline::historical::output_names(&schema, &views, full_feature_names)?;
+    let warehouse = Warehouse::new(0);
+    Ok(amora_offline::historical::get_historical_features(&warehouse, entities, &ts, &views, full_feature_names)
+        .await?)
+}

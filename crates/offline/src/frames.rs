@@ -1,0 +1,47 @@
+//! Reading and writing whole frames (entity rows in, training sets out) as Parquet or CSV.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions};
+
+use crate::{OfflineError, Warehouse};
+
+fn is_csv(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// Reads a Parquet or CSV file (by extension) into one batch.
+pub async fn read_frame(warehouse: &Warehouse, path: &Path) -> Result<RecordBatch, OfflineError> {
+    if !path.exists() {
+        return Err(OfflineError::Io { path: path.display().to_string(), message: "file not found".into() });
+    }
+    let ctx = warehouse.context();
+    let p = path.display().to_string();
+    let df = if is_csv(path) {
+        ctx.read_csv(p, CsvReadOptions::new().has_header(true)).await?
+    } else {
+        ctx.read_parquet(p, ParquetReadOptions::default()).await?
+    };
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Writes one batch as a single Parquet or CSV file (by extension).
+pub async fn write_frame(warehouse: &Warehouse, batch: RecordBatch, path: &Path) -> Result<(), OfflineError> {
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    let df = warehouse.context().read_table(Arc::new(table))?;
+    let options = DataFrameWriteOptions::new().with_single_file_output(true);
+    let p = path.display().to_string();
+    if is_csv(path) {
+        df.write_csv(&p, options, None).await?;
+    } else {
+        df.write_parquet(&p, options, None).await?;
+    }
+    Ok(())
+}
