@@ -16,21 +16,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from measure import measure  # noqa: E402
 sys.path.insert(0, HERE)
 from peers import FEATURES, STATS, TXN  # noqa: E402
 
 
-def measure(cmd, cwd=None):
-    with tempfile.TemporaryFile() as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        out.seek(0)
-        text = out.read().decode()
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"{cmd} failed:\n{text}")
-        return wall, usage.ru_maxrss / 1024.0
 
 
 def feast_repo(work, data):

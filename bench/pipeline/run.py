@@ -15,21 +15,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from measure import measure  # noqa: E402
 
 
-def measure(cmd, cwd=None):
-    """Runs cmd; returns (wall seconds, peak RSS MB, stdout)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        text = out.read().decode()
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"{cmd} failed:\n{text}\n{err.read().decode()}")
-        return wall, usage.ru_maxrss / 1024.0, text
 
 
 def main():

@@ -5,14 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROWS="${1:-10000000}"
 shift || true
-BUILD_DIR="${AMORA_BUILD_DIR:-$PWD/target}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BUILD_DIR}"
-VENV="$BUILD_DIR/venv-bench"
-if ! "$VENV/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
-  python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet "duckdb==1.5.5"
-fi
-cargo build --release --quiet -p amora-cli
-AMORA="$CARGO_TARGET_DIR/release/amora"
+. bench/lib.sh
+bench_setup venv-bench duckdb "duckdb==1.5.5"
 WORK="$BUILD_DIR/bench-pipeline"
 DATA="$WORK/health-$ROWS.parquet"
 mkdir -p "$WORK"

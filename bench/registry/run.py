@@ -14,20 +14,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def measure(cmd, cwd):
-    """Runs cmd; returns (seconds, peak RSS in MB). Fails loudly."""
-    with tempfile.TemporaryFile() as out:
-        start = time.perf_counter()
-        # Output goes to a file, not a pipe: a pipe nobody reads would block the child.
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            out.seek(0)
-            sys.exit(f"{cmd} failed:\n{out.read().decode()}")
-    return elapsed, usage.ru_maxrss / 1024.0
+sys.path.insert(0, os.path.dirname(HERE))
+from measure import measure  # noqa: E402
 
 
 def fresh_registry(root):
@@ -45,7 +33,7 @@ def run_size(n, amora_bin, feast_bin, repeat, feast_repeat, work):
         for _ in range(times):
             if reset:
                 fresh_registry(cwd)
-            samples.append(measure(cmd, cwd))
+            samples.append(measure(cmd, cwd)[:2])
         rows[name] = (statistics.median(s[0] for s in samples), max(s[1] for s in samples))
 
     series("amora plan (empty registry)", [amora_bin, "feature-store", "plan"], a, repeat, True)

@@ -340,7 +340,13 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             let rt = pipeline_cmd::runtime()?;
             let rows = rt.block_on(async {
                 let w = amora_offline::Warehouse::new(0);
+                let timings = std::env::var_os("AMORA_TIMINGS").is_some();
+                let t0 = std::time::Instant::now();
                 let frame = amora_offline::frames::read_frame(&w, &entities).await?;
+                if timings {
+                    eprintln!("timing: read entities {:.3}s", t0.elapsed().as_secs_f64());
+                }
+                let t0 = std::time::Instant::now();
                 let out = amora_core::get_historical_features(
                     &file,
                     &config.project,
@@ -351,7 +357,14 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 )
                 .await?;
                 let rows = out.num_rows();
+                if timings {
+                    eprintln!("timing: join {:.3}s", t0.elapsed().as_secs_f64());
+                }
+                let t0 = std::time::Instant::now();
                 amora_offline::frames::write_frame(&w, out, &output).await?;
+                if timings {
+                    eprintln!("timing: write {:.3}s", t0.elapsed().as_secs_f64());
+                }
                 anyhow::Ok(rows)
             })?;
             eprintln!("{rows} rows written to {} in {:.3}s", output.display(), started.elapsed().as_secs_f64());

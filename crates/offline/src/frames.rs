@@ -15,6 +15,14 @@ fn is_csv(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
 
+/// Parquet options for what amora writes: snappy, fast to write and read, and
+/// readable everywhere (DataFusion's default is zstd(3), slower to write).
+pub fn fast_parquet() -> datafusion::config::TableParquetOptions {
+    let mut o = datafusion::config::TableParquetOptions::default();
+    o.global.compression = Some("snappy".into());
+    o
+}
+
 /// Reads a Parquet or CSV file (by extension) into one batch.
 pub async fn read_frame(warehouse: &Warehouse, path: &Path) -> Result<RecordBatch, OfflineError> {
     if !path.exists() {
@@ -41,7 +49,7 @@ pub async fn write_frame(warehouse: &Warehouse, batch: RecordBatch, path: &Path)
     if is_csv(path) {
         df.write_csv(&p, options, None).await?;
     } else {
-        df.write_parquet(&p, options, None).await?;
+        df.write_parquet(&p, options, Some(fast_parquet())).await?;
     }
     Ok(())
 }

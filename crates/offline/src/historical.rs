@@ -120,7 +120,13 @@ async fn join_view(
     bounds: (Option<i64>, Option<i64>),
     v: &ViewSpec,
 ) -> Result<Vec<ArrayRef>, OfflineError> {
+    let t0 = std::time::Instant::now();
     let table = read_view(warehouse, v, bounds).await?;
+    let timings = std::env::var_os("AMORA_TIMINGS").is_some();
+    if timings {
+        eprintln!("timing: view {}: read {} rows in {:.3}s", v.name, table.num_rows(), t0.elapsed().as_secs_f64());
+    }
+    let t0 = std::time::Instant::now();
     let n = table.num_columns();
     let feature_keys: Vec<ArrayRef> = table.columns()[..v.join_keys.len()].to_vec();
     let mut entity_keys = Vec::new();
@@ -149,10 +155,17 @@ async fn join_view(
     let ttl = (v.ttl_seconds > 0)
         .then(|| i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000));
     let idx = crate::pit::asof_indices(&entity_keys, entity_ts, &feature_keys, &ts, created.as_ref(), ttl)?;
+    if timings {
+        eprintln!("timing: view {}: as-of match {:.3}s", v.name, t0.elapsed().as_secs_f64());
+    }
+    let t0 = std::time::Instant::now();
     let first_feature = n - v.features.len();
     let mut out = Vec::new();
     for c in &table.columns()[first_feature..] {
         out.push(take(c.as_ref(), &idx, None)?);
+    }
+    if timings {
+        eprintln!("timing: view {}: take {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     Ok(out)
 }

@@ -231,7 +231,7 @@ impl Warehouse {
             TableLocation::File(_) => tmp.display().to_string(),
             TableLocation::Daily { .. } => format!("{}/", tmp.display()),
         };
-        let out = df.write_parquet(&path, options, None).await?;
+        let out = df.write_parquet(&path, options, Some(crate::frames::fast_parquet())).await?;
         Ok(count_of(&out))
     }
 
