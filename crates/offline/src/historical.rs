@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
-use datafusion::arrow::compute::{cast, concat_batches, kernels::aggregate, take};
+use datafusion::arrow::array::{make_array, new_null_array, Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{cast, concat, interleave, kernels::aggregate};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::prelude::{ident, lit, ParquetReadOptions};
 use datafusion::scalar::ScalarValue;
@@ -121,21 +121,33 @@ async fn join_view(
     v: &ViewSpec,
 ) -> Result<Vec<ArrayRef>, OfflineError> {
     let t0 = std::time::Instant::now();
-    let table = read_view(warehouse, v, bounds).await?;
+    let (schema, batches) = read_view(warehouse, v, bounds).await?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let timings = std::env::var_os("AMORA_TIMINGS").is_some();
     if timings {
-        eprintln!("timing: view {}: read {} rows in {:.3}s", v.name, table.num_rows(), t0.elapsed().as_secs_f64());
+        eprintln!("timing: view {}: read {rows} rows in {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     let t0 = std::time::Instant::now();
-    let n = table.num_columns();
-    let feature_keys: Vec<ArrayRef> = table.columns()[..v.join_keys.len()].to_vec();
+    // Only the key and timestamp columns are made contiguous.
+    let column = |i: usize| -> Result<ArrayRef, OfflineError> {
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+        match parts.as_slice() {
+            [] => Err(user(format!("feature view `{}`: no rows in the requested time range", v.name))),
+            [one] => Ok(Arc::new(make_array(one.to_data()))),
+            _ => Ok(concat(&parts)?),
+        }
+    };
+    let first_feature = schema.fields().len() - v.features.len();
+    if rows == 0 {
+        let n = entities.num_rows();
+        return Ok(schema.fields()[first_feature..].iter().map(|f| new_null_array(f.data_type(), n)).collect());
+    }
+    let feature_keys: Vec<ArrayRef> = (0..v.join_keys.len()).map(column).collect::<Result<_, _>>()?;
     let mut entity_keys = Vec::new();
     for (k, fk) in v.join_keys.iter().zip(&feature_keys) {
         let col = entities.column_by_name(k).expect("checked");
-        let compatible = matches!(
-            (col.data_type(), fk.data_type()),
-            (a, b) if a == b
-        ) || (col.data_type().is_integer() && fk.data_type().is_integer())
+        let compatible = col.data_type() == fk.data_type()
+            || (col.data_type().is_integer() && fk.data_type().is_integer())
             || (is_string(col.data_type()) && is_string(fk.data_type()));
         if !compatible {
             return Err(user(format!(
@@ -147,9 +159,9 @@ async fn join_view(
         }
         entity_keys.push(cast(col, fk.data_type())?);
     }
-    let ts = to_utc_micros(table.column(v.join_keys.len()), &format!("`{}` of view `{}`", v.event_timestamp, v.name))?;
+    let ts = to_utc_micros(&column(v.join_keys.len())?, &format!("`{}` of view `{}`", v.event_timestamp, v.name))?;
     let created = match &v.created_timestamp {
-        Some(c) => Some(to_utc_micros(table.column(v.join_keys.len() + 1), &format!("`{c}` of view `{}`", v.name))?),
+        Some(c) => Some(to_utc_micros(&column(v.join_keys.len() + 1)?, &format!("`{c}` of view `{}`", v.name))?),
         None => None,
     };
     let ttl = (v.ttl_seconds > 0)
@@ -159,10 +171,31 @@ async fn join_view(
         eprintln!("timing: view {}: as-of match {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     let t0 = std::time::Instant::now();
-    let first_feature = n - v.features.len();
+    // Gather each feature column straight from the scan's batches; a missing match
+    // points at a one-row null array placed after them.
+    let mut offsets = Vec::with_capacity(batches.len() + 1);
+    offsets.push(0usize);
+    for b in &batches {
+        offsets.push(offsets.last().expect("non-empty") + b.num_rows());
+    }
+    let null_source = batches.len();
+    let pairs: Vec<(usize, usize)> = idx
+        .iter()
+        .map(|g| match g {
+            None => (null_source, 0),
+            Some(g) => {
+                let g = g as usize;
+                let b = offsets.partition_point(|o| *o <= g) - 1;
+                (b, g - offsets[b])
+            }
+        })
+        .collect();
     let mut out = Vec::new();
-    for c in &table.columns()[first_feature..] {
-        out.push(take(c.as_ref(), &idx, None)?);
+    for i in first_feature..schema.fields().len() {
+        let null = new_null_array(batches[0].column(i).data_type(), 1);
+        let mut sources: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+        sources.push(null.as_ref());
+        out.push(interleave(&sources, &pairs)?);
     }
     if timings {
         eprintln!("timing: view {}: take {:.3}s", v.name, t0.elapsed().as_secs_f64());
@@ -175,12 +208,13 @@ fn is_string(t: &DataType) -> bool {
 }
 
 /// The view's table: join keys, event timestamp, created timestamp (if any) and the
-/// features, for rows in `[min(entity_ts) - ttl, max(entity_ts)]`.
+/// features, for rows in `[min(entity_ts) - ttl, max(entity_ts)]`, as the scan's
+/// batches (not concatenated: feature columns are only ever gathered from them).
 async fn read_view(
     warehouse: &Warehouse,
     v: &ViewSpec,
     bounds: (Option<i64>, Option<i64>),
-) -> Result<RecordBatch, OfflineError> {
+) -> Result<(Arc<Schema>, Vec<RecordBatch>), OfflineError> {
     let ctx = warehouse.context();
     let df = ctx
         .read_parquet(v.location.as_str(), ParquetReadOptions::default())
@@ -210,6 +244,5 @@ async fn read_view(
         }
     }
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
-    Ok(concat_batches(&schema, &batches)?)
+    Ok((schema, df.collect().await?))
 }
