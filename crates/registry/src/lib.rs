@@ -7,6 +7,7 @@
 //! every version in the history.
 
 pub mod build;
+pub mod gcs;
 pub mod history;
 pub mod lineage;
 pub mod ops;

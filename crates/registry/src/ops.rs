@@ -107,7 +107,15 @@ fn commit(
     make: &Make<'_>,
 ) -> Result<ApplyOutcome, RegistryError> {
     for attempt in 1..=ATTEMPTS {
-        let (stored, file) = read(store)?;
+        let (stored, file) = match read(store) {
+            Ok(r) => r,
+            // Replaced while we read it: read again.
+            Err(RegistryError::Store(StoreError::Conflict)) => {
+                backoff(attempt);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let now = now();
         let (mut next, plan) = make(&file, now)?;
         if plan.is_empty() && stored.is_some() {
@@ -140,11 +148,20 @@ fn commit(
                 let version = history::record(store, info, &bytes)?;
                 return Ok(ApplyOutcome::Applied { plan, version, version_id, attempts: attempt });
             }
-            Err(StoreError::Conflict) => continue,
+            Err(StoreError::Conflict) => {
+                backoff(attempt);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
     }
     Err(RegistryError::Contended { attempts: ATTEMPTS })
+}
+
+/// Backs off a little, with jitter, so that contending writers spread out.
+fn backoff(attempt: usize) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 50;
+    std::thread::sleep(std::time::Duration::from_millis(10 * attempt as u64 + jitter));
 }
 
 fn version_info(

@@ -4,6 +4,7 @@
 
 mod e2e;
 mod feast_compat;
+mod gcs;
 mod historical;
 mod pipeline;
 mod support;
