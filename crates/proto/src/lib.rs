@@ -10,6 +10,7 @@ pub mod convert;
 pub mod file;
 pub mod json;
 pub mod messages;
+pub mod online;
 pub mod value_type_names;
 
 pub use file::{ObjectKind, RawField, RegistryFile};
