@@ -94,6 +94,37 @@ pub fn serialize_entity_key(pairs: &[(&str, KeyValue)], version: u32) -> Vec<u8>
     out
 }
 
+/// The part of a serialized entity key before the values: what every key of
+/// these join keys starts with (Feast's `serialize_entity_key_prefix`).
+pub fn entity_key_prefix(join_keys: &[&str], version: u32) -> Vec<u8> {
+    let mut names: Vec<&str> = join_keys.to_vec();
+    names.sort_unstable();
+    let mut out = Vec::new();
+    if version >= 3 {
+        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    }
+    for n in names {
+        out.extend_from_slice(&2u32.to_le_bytes());
+        if version >= 3 {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(n.as_bytes());
+    }
+    out
+}
+
+/// Whether `key` is exactly `prefix`, `n_keys` value blocks, then `project`: a Redis
+/// key of these join keys in this project (and not in one whose name ends the same).
+pub fn is_key_of(key: &[u8], prefix: &[u8], n_keys: usize, project: &str) -> bool {
+    let Some(mut rest) = key.strip_prefix(prefix) else { return false };
+    for _ in 0..n_keys {
+        let Some(len) = rest.get(4..8).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else { return false };
+        let Some(after) = rest.get(8 + len as usize..) else { return false };
+        rest = after;
+    }
+    rest == project.as_bytes()
+}
+
 /// The Redis key of an entity: serialized entity key followed by the project name.
 pub fn redis_key(entity_key: &[u8], project: &str) -> Vec<u8> {
     let mut k = entity_key.to_vec();
@@ -211,6 +242,17 @@ mod tests {
         assert_eq!(hex(&k), expected);
         let u = serialize_entity_key(&[("user_id", KeyValue::String("u1".into()))], 3);
         assert_eq!(hex(&u), "010000000200000007000000757365725f696402000000020000007531");
+    }
+
+    #[test]
+    fn keys_of_a_project_only() {
+        let k = redis_key(&serialize_entity_key(&[("user_id", KeyValue::String("u1".into()))], 3), "health");
+        let p = entity_key_prefix(&["user_id"], 3);
+        assert!(is_key_of(&k, &p, 1, "health"));
+        assert!(!is_key_of(&k, &p, 1, "ealth"));
+        let other = redis_key(&serialize_entity_key(&[("user_id", KeyValue::String("u1".into()))], 3), "myhealth");
+        assert!(!is_key_of(&other, &p, 1, "health"));
+        assert!(!is_key_of(&k, &entity_key_prefix(&["driver_id"], 3), 1, "health"));
     }
 
     #[test]

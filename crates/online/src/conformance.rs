@@ -1,0 +1,112 @@
+//! The conformance suite every [`OnlineStore`] runs: the same cases, whatever the
+//! backend. Each case uses its own project name, so suites can share a server.
+
+use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
+use prost_value::encode;
+
+use crate::{OnlineStore, ViewRead, WriteRow};
+
+mod prost_value {
+    use amora_proto::online::{value::Val, Value};
+    pub fn encode(v: Option<Val>) -> Vec<u8> {
+        prost::Message::encode_to_vec(&Value { val: v })
+    }
+}
+
+fn key(user: i64) -> Vec<u8> {
+    serialize_entity_key(&[("user_id", KeyValue::Int64(user))], 3)
+}
+
+fn row(user: i64, ts: i64, a: f64, b: Option<&str>) -> WriteRow {
+    WriteRow {
+        entity_key: key(user),
+        event_ts: ts,
+        values: vec![encode(Some(Val::DoubleVal(a))), encode(b.map(|s| Val::StringVal(s.into())))],
+    }
+}
+
+fn feats() -> Vec<String> {
+    vec!["a".into(), "b".into()]
+}
+
+fn read_one(store: &dyn OnlineStore, project: &str, user: i64, view: &str) -> Vec<(Option<Value>, Option<i64>, bool)> {
+    let out = store.read(project, &[key(user)], &[ViewRead { view: view.into(), features: feats() }]).expect("read");
+    out[0][0]
+        .iter()
+        .map(|c| (c.found.then(|| prost::Message::decode(c.value.as_slice()).expect("a Value")), c.event_ts, c.found))
+        .collect()
+}
+
+/// Runs every case against `store`. `project` must be unique to this run.
+pub fn run_all(store: &dyn OnlineStore, project: &str) {
+    write_then_read(store, &format!("{project}_rw"));
+    only_newer_wins(store, &format!("{project}_newer"));
+    views_are_independent(store, &format!("{project}_views"));
+    projects_are_isolated(store, &format!("{project}_iso"));
+    delete_view_removes_only_that_view(store, &format!("{project}_del"));
+}
+
+fn double(v: f64) -> Option<Value> {
+    Some(Value { val: Some(Val::DoubleVal(v)) })
+}
+
+fn write_then_read(store: &dyn OnlineStore, p: &str) {
+    store.write(p, "v", &feats(), &[row(1, 1_000_000, 1.5, Some("x")), row(2, 2_000_000, 2.5, None)]).unwrap();
+    let r = read_one(store, p, 1, "v");
+    assert_eq!(r[0], (double(1.5), Some(1_000_000), true));
+    assert_eq!(r[1].0, Some(Value { val: Some(Val::StringVal("x".into())) }));
+    // A null value is stored and read back as an empty Value.
+    let r = read_one(store, p, 2, "v");
+    assert_eq!(r[1], (Some(Value { val: None }), Some(2_000_000), true));
+    // A missing entity: not found.
+    let r = read_one(store, p, 3, "v");
+    assert!(r.iter().all(|c| !c.2 && c.1.is_none()), "{r:?}");
+    // Reads return entities in the order asked.
+    let out =
+        store.read(p, &[key(2), key(3), key(1)], &[ViewRead { view: "v".into(), features: vec!["a".into()] }]).unwrap();
+    let vals: Vec<bool> = out.iter().map(|e| e[0][0].found).collect();
+    assert_eq!(vals, vec![true, false, true]);
+}
+
+fn only_newer_wins(store: &dyn OnlineStore, p: &str) {
+    store.write(p, "v", &feats(), &[row(1, 10, 1.0, None)]).unwrap();
+    store.write(p, "v", &feats(), &[row(1, 10, 2.0, None)]).unwrap();
+    assert_eq!(read_one(store, p, 1, "v")[0].0, double(1.0), "an equal timestamp does not replace");
+    store.write(p, "v", &feats(), &[row(1, 5, 3.0, None)]).unwrap();
+    assert_eq!(read_one(store, p, 1, "v")[0].0, double(1.0), "an older one does not either");
+    store.write(p, "v", &feats(), &[row(1, 11, 4.0, None), row(1, 12, 5.0, None), row(1, 9, 6.0, None)]).unwrap();
+    assert_eq!(read_one(store, p, 1, "v")[0], (double(5.0), Some(12), true), "the newest in a batch wins");
+}
+
+fn views_are_independent(store: &dyn OnlineStore, p: &str) {
+    store.write(p, "v1", &feats(), &[row(1, 100, 1.0, None)]).unwrap();
+    store.write(p, "v2", &feats(), &[row(1, 50, 2.0, None)]).unwrap();
+    assert_eq!(read_one(store, p, 1, "v1")[0].0, double(1.0));
+    assert_eq!(read_one(store, p, 1, "v2")[0], (double(2.0), Some(50), true));
+    // Reading a feature the view does not have: not found, the view's timestamp still known.
+    let out = store.read(p, &[key(1)], &[ViewRead { view: "v1".into(), features: vec!["zz".into()] }]).unwrap();
+    assert!(!out[0][0][0].found);
+}
+
+fn projects_are_isolated(store: &dyn OnlineStore, p: &str) {
+    let other = format!("my{p}");
+    store.write(p, "v", &feats(), &[row(1, 100, 1.0, None)]).unwrap();
+    store.write(&other, "v", &feats(), &[row(1, 100, 9.0, None)]).unwrap();
+    assert_eq!(read_one(store, p, 1, "v")[0].0, double(1.0));
+    assert_eq!(read_one(store, &other, 1, "v")[0].0, double(9.0));
+    store.delete_view(p, "v", &["user_id".into()], 3, &feats()).unwrap();
+    assert_eq!(
+        read_one(store, &other, 1, "v")[0].0,
+        double(9.0),
+        "another project (whose name ends the same) keeps its data"
+    );
+}
+
+fn delete_view_removes_only_that_view(store: &dyn OnlineStore, p: &str) {
+    store.write(p, "v1", &feats(), &[row(1, 100, 1.0, None), row(2, 100, 1.0, None)]).unwrap();
+    store.write(p, "v2", &feats(), &[row(1, 100, 2.0, None)]).unwrap();
+    store.delete_view(p, "v1", &["user_id".into()], 3, &feats()).unwrap();
+    assert!(read_one(store, p, 1, "v1").iter().all(|c| !c.2));
+    assert!(read_one(store, p, 2, "v1").iter().all(|c| !c.2));
+    assert_eq!(read_one(store, p, 1, "v2")[0].0, double(2.0));
+}

@@ -1,0 +1,222 @@
+//! Redis in Feast's exact layout: one hash per (entity key, project) shared by all
+//! views; field = murmur3_32(`view:feature`) as 4 little-endian bytes; `_ts:<view>` =
+//! a serialized protobuf Timestamp; values = serialized `feast.types.Value`.
+//! Writes replace a view's fields only when the event timestamp is strictly newer
+//! (one pipelined HMGET round trip, then one pipelined HSET [+ EXPIRE] round trip);
+//! reads are one pipelined round trip.
+
+use std::time::Duration;
+
+use amora_proto::online::{decode_timestamp, encode_timestamp, feature_field, redis_key, timestamp_field};
+
+use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
+
+pub struct RedisStore {
+    client: redis::Client,
+    address: String,
+    key_ttl_seconds: Option<u64>,
+    timeout: Duration,
+    pool: std::sync::Mutex<Vec<redis::Connection>>,
+}
+
+impl RedisStore {
+    /// `connection_string` as Feast writes it: `host:port[,key=value...]` (the first node is used).
+    pub fn new(
+        connection_string: &str,
+        key_ttl_seconds: Option<u64>,
+        timeout: Duration,
+    ) -> Result<RedisStore, OnlineError> {
+        let mut host = None;
+        let mut password = None;
+        let mut db = 0i64;
+        for part in connection_string.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("password", v)) => password = Some(v.to_string()),
+                Some(("db", v)) => db = v.parse().unwrap_or(0),
+                Some(_) => {}
+                None if host.is_none() => host = Some(part.to_string()),
+                None => {}
+            }
+        }
+        let host = host.unwrap_or_else(|| "127.0.0.1:6379".into());
+        let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+        let url = format!("redis://{auth}{host}/{db}");
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| OnlineError::Backend { store: format!("redis {host}"), message: e.to_string() })?;
+        Ok(RedisStore { client, address: host, key_ttl_seconds, timeout, pool: std::sync::Mutex::new(Vec::new()) })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> OnlineError {
+        OnlineError::Backend { store: format!("redis {}", self.address), message: e.to_string() }
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, OnlineError> {
+        let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = self.client.get_connection_with_timeout(self.timeout).map_err(|e| self.err(e))?;
+                c.set_read_timeout(Some(self.timeout)).map_err(|e| self.err(e))?;
+                c.set_write_timeout(Some(self.timeout)).map_err(|e| self.err(e))?;
+                c
+            }
+        };
+        let result = f(&mut conn);
+        match &result {
+            // A connection that failed is dropped; a healthy one goes back to the pool.
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {}
+            _ => {
+                if let Ok(mut p) = self.pool.lock() {
+                    p.push(conn);
+                }
+            }
+        }
+        result.map_err(|e| self.err(e))
+    }
+}
+
+impl OnlineStore for RedisStore {
+    fn name(&self) -> String {
+        format!("redis {}", self.address)
+    }
+
+    fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ts_field = timestamp_field(view);
+        let fields: Vec<[u8; 4]> = features.iter().map(|f| feature_field(view, f)).collect();
+        let keys: Vec<Vec<u8>> = rows.iter().map(|r| redis_key(&r.entity_key, project)).collect();
+        // Round trip 1: the stored timestamps.
+        let stored: Vec<Option<Vec<u8>>> = self.with_conn(|c| {
+            let mut p = redis::pipe();
+            for k in &keys {
+                p.cmd("HGET").arg(k).arg(&ts_field);
+            }
+            p.query(c)
+        })?;
+        // Only strictly newer rows, and only the newest row per key within the batch.
+        let mut latest: std::collections::HashMap<&[u8], (i64, usize)> = std::collections::HashMap::new();
+        for (i, (r, k)) in rows.iter().zip(&keys).enumerate() {
+            let old = stored[i].as_deref().and_then(decode_timestamp);
+            if old.is_some_and(|o| r.event_ts <= o) {
+                continue;
+            }
+            match latest.get(k.as_slice()) {
+                Some((ts, _)) if *ts >= r.event_ts => {}
+                _ => {
+                    latest.insert(k.as_slice(), (r.event_ts, i));
+                }
+            }
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        // Round trip 2: HSET (and EXPIRE).
+        self.with_conn(|c| {
+            let mut p = redis::pipe();
+            for (k, (_, i)) in &latest {
+                let r = &rows[*i];
+                let cmd = p.cmd("HSET").arg(*k).arg(&ts_field).arg(encode_timestamp(r.event_ts));
+                for (f, v) in fields.iter().zip(&r.values) {
+                    cmd.arg(&f[..]).arg(v);
+                }
+                cmd.ignore();
+                if let Some(ttl) = self.key_ttl_seconds {
+                    p.cmd("EXPIRE").arg(*k).arg(ttl).ignore();
+                }
+            }
+            p.query::<()>(c)
+        })
+    }
+
+    fn read(
+        &self,
+        project: &str,
+        entity_keys: &[Vec<u8>],
+        views: &[ViewRead],
+    ) -> Result<Vec<Vec<Vec<Cell>>>, OnlineError> {
+        // One HMGET per entity key with the fields of every view: one round trip.
+        let mut fields: Vec<Vec<u8>> = Vec::new();
+        for v in views {
+            fields.push(timestamp_field(&v.view));
+            fields.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
+        }
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|c| {
+            let mut p = redis::pipe();
+            for ek in entity_keys {
+                p.cmd("HMGET").arg(redis_key(ek, project)).arg(&fields);
+            }
+            p.query(c)
+        })?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                let mut pos = 0;
+                views
+                    .iter()
+                    .map(|v| {
+                        let ts = reply.get(pos).cloned().flatten().as_deref().and_then(decode_timestamp);
+                        pos += 1;
+                        let cells = v
+                            .features
+                            .iter()
+                            .map(|_| {
+                                let cell = match reply.get(pos).cloned().flatten() {
+                                    Some(value) => Cell { value, event_ts: ts, found: true },
+                                    None => Cell { value: vec![], event_ts: ts, found: false },
+                                };
+                                pos += 1;
+                                cell
+                            })
+                            .collect();
+                        cells
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn delete_view(
+        &self,
+        project: &str,
+        view: &str,
+        join_keys: &[String],
+        version: u32,
+        features: &[String],
+    ) -> Result<(), OnlineError> {
+        // SCAN candidate keys (the project is the key's suffix), keep those that are
+        // exactly this project's keys of these join keys, then HDEL the view's fields.
+        let names: Vec<&str> = join_keys.iter().map(String::as_str).collect();
+        let prefix = amora_proto::online::entity_key_prefix(&names, version);
+        let mut fields: Vec<Vec<u8>> = vec![timestamp_field(view)];
+        fields.extend(features.iter().map(|f| feature_field(view, f).to_vec()));
+        let pattern = format!("*{}", glob_escape(project));
+        let keys: Vec<Vec<u8>> = self.with_conn(|c| {
+            let iter: redis::Iter<Vec<u8>> =
+                redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?;
+            let mut keys = Vec::new();
+            for k in iter {
+                let k = k?;
+                if amora_proto::online::is_key_of(&k, &prefix, names.len(), project) {
+                    keys.push(k);
+                }
+            }
+            Ok(keys)
+        })?;
+        for chunk in keys.chunks(1000) {
+            self.with_conn(|c| {
+                let mut p = redis::pipe();
+                for k in chunk {
+                    p.cmd("HDEL").arg(k).arg(&fields).ignore();
+                }
+                p.query::<()>(c)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    s.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+}

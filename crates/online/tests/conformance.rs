@@ -1,0 +1,48 @@
+//! Every backend runs the one conformance suite. The embedded store always; Redis
+//! against `AMORA_REDIS` (default 127.0.0.1:6379), skipped if unreachable unless
+//! `TEST_INTEGRATION=1`.
+
+use std::time::Duration;
+
+use amora_online::conformance::run_all;
+use amora_online::embedded::EmbeddedStore;
+use amora_online::redis_store::RedisStore;
+use amora_online::OnlineStore;
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
+}
+
+#[test]
+fn embedded_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("online.redb")).unwrap();
+    run_all(&store, &unique("emb"));
+}
+
+#[test]
+fn redis_store_conforms() {
+    let addr = std::env::var("AMORA_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let store = RedisStore::new(&addr, Some(3600), Duration::from_secs(2)).unwrap();
+    if let Err(e) = store.read("probe", &[vec![1]], &[]) {
+        if std::env::var("TEST_INTEGRATION").as_deref() == Ok("1") {
+            panic!("Redis at {addr} is required (TEST_INTEGRATION=1): {e}");
+        }
+        eprintln!("skipping: Redis at {addr} unreachable: {e}");
+        return;
+    }
+    run_all(&store, &unique("redis"));
+}
+
+#[test]
+fn redis_down_is_a_clear_error_within_the_timeout() {
+    let store = RedisStore::new("127.0.0.1:1", None, Duration::from_millis(500)).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = store.read("p", &[vec![1]], &[]).unwrap_err().to_string();
+    assert!(err.contains("redis 127.0.0.1:1"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+}
