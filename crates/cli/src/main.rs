@@ -4,6 +4,7 @@
 mod catalog;
 mod generate;
 mod init;
+mod online_cmd;
 mod pipeline_cmd;
 
 use std::path::{Path, PathBuf};
@@ -140,6 +141,35 @@ enum FsCommand {
     Rollback { version: u64 },
     /// The project's registry objects as JSON.
     RegistryDump,
+    /// Load the latest value per entity with START <= event_ts <= END into the online store.
+    Materialize {
+        start: String,
+        end: String,
+        /// Only these views (repeatable).
+        #[arg(long = "view", short = 'v')]
+        views: Vec<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Materialize from each view's last recorded end (or now - ttl) to END (default: now).
+    MaterializeIncremental {
+        end: Option<String>,
+        #[arg(long = "view", short = 'v')]
+        views: Vec<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Read the latest feature values of entities from the online store.
+    GetOnlineFeatures {
+        /// Comma-separated `view:feature` references.
+        #[arg(long, value_delimiter = ',', required = true)]
+        features: Vec<String>,
+        /// `join_key=value` (repeat for more entities; comma-separate keys of one entity).
+        #[arg(long = "entity", required = true)]
+        entities: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Point-in-time correct training data for the entity rows in a file.
     GetHistoricalFeatures {
         /// Entity rows (.parquet or .csv): join keys, event_timestamp, any labels.
@@ -270,6 +300,28 @@ fn open_store(root: &Path, config: &Config) -> anyhow::Result<Box<dyn RegistrySt
     }
 }
 
+/// The one place that picks the online store from the configuration.
+pub fn open_online(root: &Path, config: &Config) -> anyhow::Result<Box<dyn amora_online::OnlineStore>> {
+    use amora_project::config::RedisType;
+    match &config.feature_store.online_store {
+        amora_project::OnlineStoreConfig::Embedded { path } => {
+            let path = if path.is_absolute() { path.clone() } else { root.join(path) };
+            Ok(Box::new(amora_online::embedded::EmbeddedStore::open(&path)?))
+        }
+        amora_project::OnlineStoreConfig::Redis {
+            connection_string,
+            redis_type: RedisType::Redis,
+            key_ttl_seconds,
+        } => {
+            let timeout = std::time::Duration::from_secs(5);
+            Ok(Box::new(amora_online::redis_store::RedisStore::new(connection_string, *key_ttl_seconds, timeout)?))
+        }
+        amora_project::OnlineStoreConfig::Redis { redis_type: RedisType::RedisCluster, .. } => {
+            bail!("online_store redis_type: redis_cluster is not built yet; use redis_type: redis")
+        }
+    }
+}
+
 fn desired_objects(p: &Project) -> FeastObjects {
     let table = |m: &amora_model::Model| match &p.config.feature_store.offline_store {
         amora_project::OfflineStoreConfig::Embedded => TableRef::File(p.table_path(&m.name).display().to_string()),
@@ -368,6 +420,21 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             eprintln!("{rows} rows written to {} in {:.3}s", output.display(), started.elapsed().as_secs_f64());
             Ok(())
         }
+        FsCommand::Materialize { start, end, views, quiet } => {
+            let (root, config) = config(dir)?;
+            let store = open_store(&root, &config)?;
+            online_cmd::materialize(&root, &config, store.as_ref(), Some(&start), Some(&end), &views, quiet)
+        }
+        FsCommand::MaterializeIncremental { end, views, quiet } => {
+            let (root, config) = config(dir)?;
+            let store = open_store(&root, &config)?;
+            online_cmd::materialize(&root, &config, store.as_ref(), None, end.as_deref(), &views, quiet)
+        }
+        FsCommand::GetOnlineFeatures { features, entities, json } => {
+            let (root, config) = config(dir)?;
+            let (_, file) = read_registry(dir)?;
+            online_cmd::get_online_features(&root, &config, &file, &features, &entities, json)
+        }
         FsCommand::RegistryDump => {
             let (config, file) = read_registry(dir)?;
             catalog::dump(&file, &config.project)
@@ -387,6 +454,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 let kind = match v.kind {
                     history::VersionKind::Apply => "apply",
                     history::VersionKind::Rollback => "rollback",
+                    history::VersionKind::Materialize => "materialize",
                     history::VersionKind::External => "external",
                 };
                 println!("v{}  {}  {}  {kind}  project {}  ({})", v.number, v.time, v.user, v.project, v.version_id);

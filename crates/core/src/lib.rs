@@ -3,6 +3,8 @@
 //!
 //! Today: [`get_historical_features`] on the embedded offline engine.
 
+pub mod online;
+
 use std::path::Path;
 
 use amora_offline::arrow::datatypes::DataType;
@@ -21,6 +23,8 @@ pub enum CoreError {
     Offline(#[from] amora_offline::OfflineError),
     #[error(transparent)]
     Proto(#[from] amora_proto::ProtoError),
+    #[error(transparent)]
+    Online(amora_online::OnlineError),
 }
 
 /// Which features to fetch: `view:feature` references, or a feature service.

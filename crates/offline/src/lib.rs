@@ -14,6 +14,12 @@ mod warehouse;
 
 pub use datafusion::arrow;
 pub use datafusion::dataframe::DataFrameWriteOptions;
+
+/// What front ends need of DataFusion to build queries.
+pub mod datafusion_prelude {
+    pub use datafusion::prelude::{ident, lit, ParquetReadOptions};
+    pub use datafusion::scalar::ScalarValue;
+}
 pub use types::{arrow_type, check_type, storage_type};
 pub use warehouse::{TableLocation, TableStats, Warehouse};
 

@@ -15,6 +15,8 @@ pub enum VersionKind {
     Apply,
     /// Written by `amora feature-store rollback`.
     Rollback,
+    /// Written by `amora feature-store materialize*`: intervals recorded on feature views.
+    Materialize,
     /// Found in the registry but written by someone else (e.g. `feast apply`);
     /// recorded before amora overwrote it, so it stays retrievable.
     External,

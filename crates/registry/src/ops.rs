@@ -87,6 +87,53 @@ pub fn rollback(
     })
 }
 
+/// Records that `views` of `project` were materialized over `[start, end]`
+/// (microseconds): appends Feast's `materialization_intervals`, sets
+/// `last_updated_timestamp` and state AVAILABLE_ONLINE, with compare-and-swap.
+pub fn record_materialization(
+    store: &dyn RegistryStore,
+    project: &str,
+    views: &[(String, i64, i64)],
+    user: &str,
+) -> Result<ApplyOutcome, RegistryError> {
+    use amora_proto::{FeatureView, MaterializationInterval, ObjectKind, RawField};
+    let ts = |micros: i64| Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    };
+    commit(store, project, user, VersionKind::Materialize, &|file, now| {
+        let mut next = file.clone();
+        let mut plan = Plan::default();
+        for f in next.fields.iter_mut() {
+            let Some((ObjectKind::FeatureView, p, name)) = f.key() else { continue };
+            let Some((_, start, end)) = views.iter().find(|(v, _, _)| *v == name).filter(|_| p == project) else {
+                continue;
+            };
+            let mut v: FeatureView = f.decode().map_err(|e| RegistryError::Proto {
+                location: store.location(),
+                source: amora_proto::ProtoError::Object { kind: "feature view", offset: 0, source: e },
+            })?;
+            let meta = v.meta.get_or_insert_with(Default::default);
+            meta.materialization_intervals
+                .push(MaterializationInterval { start_time: Some(ts(*start)), end_time: Some(ts(*end)) });
+            meta.last_updated_timestamp = Some(now);
+            meta.state = 4; // AVAILABLE_ONLINE
+            *f = RawField::message(ObjectKind::FeatureView.tag(), &v);
+            plan.changes.push(crate::plan::Change {
+                kind: ObjectKind::FeatureView,
+                name: name.clone(),
+                action: crate::plan::Action::Update,
+                details: vec![format!(
+                    "materialized {} .. {}",
+                    amora_proto::json::format_timestamp(&ts(*start)),
+                    amora_proto::json::format_timestamp(&ts(*end))
+                )],
+            });
+        }
+        Ok((next, plan))
+    })
+}
+
 /// The changes to `project` from version `a` to version `b`.
 pub fn diff_versions(store: &dyn RegistryStore, project: &str, a: u64, b: u64) -> Result<Plan, RegistryError> {
     let load = |n| -> Result<RegistryFile, RegistryError> {

@@ -155,3 +155,94 @@ fn amora_reads_feasts_demo_and_keeps_it_intact() {
     let plan = run(&["plan"], &repo);
     assert!(plan.contains("No changes to registry"), "feast plan after amora apply:\n{plan}");
 }
+
+fn feast_online(python: &Path, repo: &Path, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/feast_online.py");
+    let out = Command::new(python).arg(script).arg(repo).args(args).output().unwrap();
+    assert!(out.status.success(), "feast_online.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn feast_and_amora_share_one_redis_both_ways() {
+    let Some(python) = feast_python() else { return };
+    let project = format!("amora_redis_{}", std::process::id());
+    let (tmp, dir) = example(&project);
+    let redis = std::env::var("AMORA_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let with_redis = |args: &[&str]| -> Run {
+        amora_cmd(&dir, args)
+            .env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis")
+            .env("AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG", format!("{{\"connection_string\": \"{redis}\"}}"))
+            .output()
+            .unwrap()
+            .into()
+    };
+    amora(&dir, &["materialize"]).ok();
+    amora(&dir, &["feature-store", "apply"]).ok();
+    with_redis(&["feature-store", "materialize", "2024-01-01T00:00:00", "2024-03-01T00:00:00"]).ok();
+    let repo = tmp.path().join("feast_repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        repo.join("feature_store.yaml"),
+        format!(
+            "project: {project}\nregistry: {}\nprovider: local\nonline_store:\n  type: redis\n  connection_string: \"{redis}\"\nentity_key_serialization_version: 3\n",
+            dir.join("data/registry.db").display()
+        ),
+    )
+    .unwrap();
+    let features = "step_count_by_source:value_avg,step_count_by_source:value_sum,step_count_by_source:value_count";
+    let sources = ["Mi Fit", "iPhone", "Apple Watch", "Garmin Connect", "Fitbit", "Strava"];
+    let rows = serde_json::json!(sources.iter().map(|s| serde_json::json!({"source_name": s})).collect::<Vec<_>>());
+    // amora wrote; Feast reads exactly amora's values.
+    let feast = feast_online(&python, &repo, &["read", features, &rows.to_string()]);
+    let mut args = vec!["feature-store", "get-online-features", "--features", features, "--json"];
+    let entity_args: Vec<String> = sources.iter().map(|s| format!("source_name={s}")).collect();
+    for e in &entity_args {
+        args.extend(["--entity", e.as_str()]);
+    }
+    let ours = json(with_redis(&args));
+    for (i, name) in ["value_avg", "value_sum", "value_count"].iter().enumerate() {
+        let amora_values = &ours["results"][i]["values"];
+        assert_eq!(&feast[name], amora_values, "{name}: Feast read {} but amora {}", feast[name], amora_values);
+        assert!(
+            amora_values.as_array().unwrap().iter().all(|v| !v.is_null()),
+            "every source has a value: {amora_values}"
+        );
+    }
+    // Feast writes (newer event time for one entity, a new entity); amora reads exactly that.
+    let write = serde_json::json!([
+        {"source_name": "Mi Fit", "event_timestamp": "2030-01-01T00:00:00Z", "created_at": "2030-01-01T00:00:00Z", "value_avg": 12.5, "value_sum": 25.0, "value_count": 2},
+        {"source_name": "Zeta", "event_timestamp": "2030-01-01T00:00:00Z", "created_at": "2030-01-01T00:00:00Z", "value_avg": 1.25, "value_sum": 2.5, "value_count": 2},
+    ]);
+    feast_online(&python, &repo, &["write", "step_count_by_source", &write.to_string()]);
+    let ours = json(with_redis(&[
+        "feature-store",
+        "get-online-features",
+        "--features",
+        features,
+        "--entity",
+        "source_name=Mi Fit",
+        "--entity",
+        "source_name=Zeta",
+        "--json",
+    ]));
+    assert_eq!(ours["results"][0]["values"], serde_json::json!([12.5, 1.25]));
+    assert_eq!(ours["results"][2]["values"], serde_json::json!([2, 2]));
+    assert_eq!(
+        ours["results"][0]["event_timestamps"],
+        serde_json::json!(["2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"])
+    );
+    // An older amora write does not replace Feast's newer values.
+    with_redis(&["feature-store", "materialize", "2024-01-01T00:00:00", "2024-03-01T00:00:00"]).ok();
+    let again = json(with_redis(&[
+        "feature-store",
+        "get-online-features",
+        "--features",
+        features,
+        "--entity",
+        "source_name=Mi Fit",
+        "--json",
+    ]));
+    assert_eq!(again["results"][0]["values"], serde_json::json!([12.5]));
+}

@@ -6,5 +6,6 @@ mod e2e;
 mod feast_compat;
 mod gcs;
 mod historical;
+mod online;
 mod pipeline;
 mod support;

@@ -1,0 +1,173 @@
+//! `amora feature-store materialize`, `materialize-incremental`, `get-online-features`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use amora_core::online::{get_online_features as read_online, materialize_view, online_views, value_json, Target};
+use amora_project::Config;
+use amora_proto::RegistryFile;
+use amora_registry::ops;
+use amora_registry::store::RegistryStore;
+use anyhow::{bail, Context};
+
+/// Parses a time: RFC 3339, or a naive `YYYY-MM-DD[THH:MM:SS[.f]]` taken as UTC.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_micros());
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros());
+    }
+    bail!("cannot read the time `{s}`; write e.g. 2024-01-01T00:00:00 (UTC) or 2024-01-01T00:00:00+02:00")
+}
+
+fn fmt(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+pub fn materialize(
+    root: &Path,
+    config: &Config,
+    registry: &dyn RegistryStore,
+    start: Option<&str>,
+    end: Option<&str>,
+    only: &[String],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let project = &config.project;
+    let (stored, file) = ops::read(registry)?;
+    if stored.is_none() {
+        bail!("no registry at {}; run `amora feature-store apply` first", registry.location());
+    }
+    let now = chrono::Utc::now().timestamp_micros();
+    let end = match end {
+        Some(e) => parse_time(e)?,
+        None => now,
+    };
+    let start = start.map(parse_time).transpose()?;
+    if start.is_some_and(|s| s > end) {
+        bail!("START is after END");
+    }
+    let all = online_views(&file, project, root)?;
+    for v in only {
+        if !all.iter().any(|x| x.name == *v) {
+            bail!("project {project} has no feature view `{v}`");
+        }
+    }
+    let views: Vec<_> =
+        all.into_iter().filter(|v| if only.is_empty() { v.online } else { only.contains(&v.name) }).collect();
+    let store = crate::open_online(root, config)?;
+    let version = config.feature_store.entity_key_serialization_version;
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let rt = crate::pipeline_cmd::runtime()?;
+    let warehouse = amora_offline::Warehouse::new(0);
+    let started = std::time::Instant::now();
+    let progress = move |view: &str, rows: u64| {
+        if tty {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\r\x1b[2K{view}: {rows} rows, {:.0} rows/s", rows as f64 / secs);
+        }
+    };
+    let mut recorded = Vec::new();
+    for v in &views {
+        let from = start.unwrap_or_else(|| match (v.materialized_until, v.ttl_seconds) {
+            (Some(until), _) => until,
+            (None, 0) => now - 52 * 7 * 86_400 * 1_000_000,
+            (None, ttl) => now - ttl as i64 * 1_000_000,
+        });
+        if !quiet {
+            eprintln!("{}: from {} to {}", v.name, fmt(from), fmt(end));
+        }
+        let t0 = std::time::Instant::now();
+        let rows = rt
+            .block_on(materialize_view(
+                &warehouse,
+                Target { store: store.as_ref(), project, version },
+                v,
+                (from, end),
+                &progress,
+            ))
+            .with_context(|| format!("materializing {} (nothing recorded; re-running converges)", v.name))?;
+        if tty {
+            eprintln!();
+        }
+        if !quiet {
+            eprintln!("{}: {rows} rows written in {:.3}s", v.name, t0.elapsed().as_secs_f64());
+        }
+        recorded.push((v.name.clone(), from, end));
+    }
+    // Only now, with every row written, is the interval recorded.
+    let user = std::env::var("AMORA_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
+    ops::record_materialization(registry, project, &recorded, &user)?;
+    if !quiet {
+        println!("Materialized {} feature view(s) into {}", recorded.len(), store.name());
+    }
+    Ok(())
+}
+
+pub fn get_online_features(
+    root: &Path,
+    config: &Config,
+    file: &RegistryFile,
+    features: &[String],
+    entities: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
+    let rows: Vec<Vec<(String, String)>> = entities
+        .iter()
+        .map(|e| {
+            e.split(',')
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                        .context(format!("--entity `{kv}` is not key=value"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let store = crate::open_online(root, config)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let target = Target {
+        store: store.as_ref(),
+        project: &config.project,
+        version: config.feature_store.entity_key_serialization_version,
+    };
+    let (names, values) = read_online(file, root, target, features, &rows, now)?;
+    if json {
+        let results: Vec<serde_json::Value> = (0..names.len())
+            .map(|i| {
+                serde_json::json!({
+                    "values": values.iter().map(|r| value_json(&r[i].value)).collect::<Vec<_>>(),
+                    "statuses": values.iter().map(|r| r[i].status).collect::<Vec<_>>(),
+                    "event_timestamps": values.iter().map(|r| r[i].event_ts.map(fmt).unwrap_or_else(|| "1970-01-01T00:00:00Z".into())).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"metadata": {"feature_names": names}, "results": results})
+            )?
+        );
+        return Ok(());
+    }
+    for (e, r) in entities.iter().zip(&values) {
+        println!("{e}");
+        for (n, v) in names.iter().zip(r) {
+            println!(
+                "  {n:<24} {:<24} {:?} {}",
+                value_json(&v.value).to_string(),
+                v.status,
+                v.event_ts.map(fmt).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}

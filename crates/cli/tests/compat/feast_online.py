@@ -1,0 +1,32 @@
+"""Feast's side of the online-store compatibility tests.
+
+  python feast_online.py REPO read FEATURES ENTITY_ROWS_JSON   -> JSON {feature: [values...]} via get_online_features
+  python feast_online.py REPO write VIEW ROWS_JSON             -> write_to_online_store (event_timestamp as ISO strings)
+"""
+import json
+import sys
+
+import pandas as pd
+from feast import FeatureStore
+
+
+def main():
+    repo, cmd = sys.argv[1], sys.argv[2]
+    store = FeatureStore(repo_path=repo)
+    if cmd == "read":
+        features = sys.argv[3].split(",")
+        rows = json.loads(sys.argv[4])
+        out = store.get_online_features(features=features, entity_rows=rows).to_dict()
+        print(json.dumps(out, default=str))
+    elif cmd == "write":
+        view, rows = sys.argv[3], json.loads(sys.argv[4])
+        df = pd.DataFrame(rows)
+        for c in ("event_timestamp", "created_at"):
+            if c in df:
+                df[c] = pd.to_datetime(df[c], utc=True)
+        store.write_to_online_store(view, df)
+        print("ok")
+
+
+if __name__ == "__main__":
+    main()
