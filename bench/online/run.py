@@ -1,0 +1,92 @@
+"""The materialization benchmark on the anchor workload (2 views, ~2M source rows,
+100k entities): amora into Redis and into the embedded store, `feast materialize`
+into the same (private) Redis, and redis-benchmark's pipelined HSET as the ceiling,
+in one run. Amora reads the registry `feast apply` wrote.
+
+Usage: python run.py AMORA_BIN DATA_DIR WORK_DIR REDIS_PORT [--skip-feast]
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "historical"))
+from measure import measure  # noqa: E402
+from run import feast_repo  # noqa: E402  (bench/historical/run.py: the anchor Feast repo)
+
+START, END = "2025-01-01T00:00:00", "2025-02-01T00:00:00"
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True, text=True).stdout
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("amora")
+    p.add_argument("data")
+    p.add_argument("work")
+    p.add_argument("port", type=int)
+    p.add_argument("--skip-feast", action="store_true")
+    args = p.parse_args()
+    data, work = os.path.abspath(args.data), os.path.abspath(args.work)
+    repo, amora_project = feast_repo(work, data)
+    # Point both at the private Redis.
+    with open(os.path.join(repo, "feature_store.yaml")) as f:
+        yaml = f.read()
+    yaml = re.sub(r"online_store:\n  type: sqlite\n  path: data/online.db\n", f"online_store:\n  type: redis\n  connection_string: \"127.0.0.1:{args.port}\"\n", yaml)
+    with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
+        f.write(yaml)
+    with open(os.path.join(amora_project, "amora.yaml"), "a") as f:
+        f.write(f"  online_store: {{type: redis, connection_string: \"127.0.0.1:{args.port}\"}}\n")
+    rows = 0
+    import pyarrow.parquet as pq
+    for t in ("user_stats", "user_txn"):
+        rows += pq.read_metadata(f"{data}/{t}.parquet").num_rows
+    results = {}
+    redis_cli(args.port, "FLUSHALL")
+    results["amora -> redis"] = measure([args.amora, "--project-dir", amora_project, "feature-store", "materialize", START, END, "--quiet"])[:2]
+    keys_amora = int(redis_cli(args.port, "DBSIZE"))
+    emb = os.path.join(work, "amora_embedded")
+    os.makedirs(emb, exist_ok=True)
+    with open(os.path.join(amora_project, "amora.yaml")) as f:
+        cfg = f.read().replace(f"  online_store: {{type: redis, connection_string: \"127.0.0.1:{args.port}\"}}\n", f"  online_store: {{type: embedded, path: {emb}/online.redb}}\n")
+    emb_project = os.path.join(work, "amora_project_embedded")
+    os.makedirs(emb_project, exist_ok=True)
+    with open(os.path.join(emb_project, "amora.yaml"), "w") as f:
+        f.write(cfg)
+    if os.path.exists(f"{emb}/online.redb"):
+        os.remove(f"{emb}/online.redb")
+    results["amora -> embedded"] = measure([args.amora, "--project-dir", emb_project, "feature-store", "materialize", START, END, "--quiet"])[:2]
+    if not args.skip_feast:
+        redis_cli(args.port, "FLUSHALL")
+        feast = os.path.join(os.path.dirname(sys.executable), "feast")
+        results["feast -> redis"] = measure([feast, "materialize", START, END], cwd=repo)[:2]
+        keys_feast = int(redis_cli(args.port, "DBSIZE"))
+    # The ceiling: pipelined HSET of hashes with as many fields as one entity row (10 + ts).
+    fields = " ".join(f"f{i} v{i}" for i in range(11))
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(args.port), "-n", "200000", "-P", "16", "-r", "100000", "-q", "HSET", "key:__rand_int__"] + fields.split(),
+        capture_output=True, text=True).stdout
+    m = re.search(r"([\d.]+) requests per second", out)
+    hset_per_s = float(m.group(1)) if m else float("nan")
+    print(f"materialization, anchor workload: {rows} source rows, 2 views, {START} .. {END}")
+    print(f"  {'':22} {'seconds':>8} {'rows/s':>10} {'peak MB':>8}")
+    for k, (sec, mb) in results.items():
+        print(f"  {k:22} {sec:8.2f} {rows / sec:10.0f} {mb:8.1f}")
+    print(f"  redis-benchmark pipelined HSET (11 fields, -P 16): {hset_per_s:.0f} ops/s")
+    a = results["amora -> redis"][0]
+    # amora writes one HSET per (entity, view): 2 x 100k; rows/s of writes vs the ceiling.
+    hsets = 2 * 100_000
+    print(f"  amora -> redis: {hsets / a:.0f} HSET/s = {100 * hsets / a / hset_per_s:.0f}% of the ceiling (plus the read-before-write round trips)")
+    if "feast -> redis" in results:
+        f = results["feast -> redis"][0]
+        print(f"  ratio amora/feast into redis: {a / f:.4f} ({f / a:.0f}x); embedded: {results['amora -> embedded'][0] / f:.4f} ({f / results['amora -> embedded'][0]:.0f}x)")
+        print(f"  keys: amora {keys_amora}, feast {keys_feast}")
+
+
+if __name__ == "__main__":
+    main()

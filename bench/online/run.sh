@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Materialization benchmark: amora (Redis, embedded) vs feast materialize vs redis-benchmark,
+# on the anchor workload, against a private Redis started here (port $AMORA_BENCH_REDIS_PORT).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. bench/lib.sh
+bench_setup venv-bench-feast "feast, duckdb, ibis, redis" "feast[duckdb,redis]==0.67.0"
+WORK="$BUILD_DIR/bench-online"
+DATA="$BUILD_DIR/bench-historical/anchor-data"
+mkdir -p "$WORK"
+if [ ! -f "$DATA/meta.json" ]; then
+  "$VENV/bin/python" "${AMORA_SHARED:-../shared}/bench/gen_anchor_data.py" --out "$DATA"
+fi
+PORT="${AMORA_BENCH_REDIS_PORT:-6391}"
+redis-server --bind 127.0.0.1 --port "$PORT" --daemonize yes --save "" --appendonly no \
+  --dir "$WORK" --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log"
+trap 'kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true' EXIT
+until redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+"$VENV/bin/python" bench/online/run.py "$AMORA" "$DATA" "$WORK" "$PORT" "$@"
