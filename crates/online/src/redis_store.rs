@@ -136,6 +136,9 @@ impl OnlineStore for RedisStore {
         entity_keys: &[Vec<u8>],
         views: &[ViewRead],
     ) -> Result<Vec<Vec<Vec<Cell>>>, OnlineError> {
+        if views.is_empty() || entity_keys.is_empty() {
+            return Ok(entity_keys.iter().map(|_| views.iter().map(|_| Vec::new()).collect()).collect());
+        }
         // One HMGET per entity key with the fields of every view: one round trip.
         let mut fields: Vec<Vec<u8>> = Vec::new();
         for v in views {

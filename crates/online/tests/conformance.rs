@@ -7,7 +7,7 @@ use std::time::Duration;
 use amora_online::conformance::run_all;
 use amora_online::embedded::EmbeddedStore;
 use amora_online::redis_store::RedisStore;
-use amora_online::OnlineStore;
+use amora_online::{OnlineStore, ViewRead};
 
 fn unique(name: &str) -> String {
     format!(
@@ -28,7 +28,8 @@ fn embedded_store_conforms() {
 fn redis_store_conforms() {
     let addr = std::env::var("AMORA_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
     let store = RedisStore::new(&addr, Some(3600), Duration::from_secs(2)).unwrap();
-    if let Err(e) = store.read("probe", &[vec![1]], &[]) {
+    let probe = [ViewRead { view: "probe".into(), features: vec!["f".into()] }];
+    if let Err(e) = store.read("probe", &[vec![1]], &probe) {
         if std::env::var("TEST_INTEGRATION").as_deref() == Ok("1") {
             panic!("Redis at {addr} is required (TEST_INTEGRATION=1): {e}");
         }
@@ -42,7 +43,8 @@ fn redis_store_conforms() {
 fn redis_down_is_a_clear_error_within_the_timeout() {
     let store = RedisStore::new("127.0.0.1:1", None, Duration::from_millis(500)).unwrap();
     let t0 = std::time::Instant::now();
-    let err = store.read("p", &[vec![1]], &[]).unwrap_err().to_string();
+    let probe = [ViewRead { view: "v".into(), features: vec!["f".into()] }];
+    let err = store.read("p", &[vec![1]], &probe).unwrap_err().to_string();
     assert!(err.contains("redis 127.0.0.1:1"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(3));
 }
