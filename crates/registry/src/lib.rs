@@ -12,6 +12,7 @@ pub mod history;
 pub mod lineage;
 pub mod ops;
 pub mod plan;
+pub mod s3;
 pub mod snapshot;
 pub mod store;
 

@@ -23,7 +23,7 @@ pub enum RegistryError {
 }
 
 /// How many times a write re-reads and re-plans after losing a compare-and-swap.
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: usize = 16;
 
 #[derive(Debug)]
 pub enum ApplyOutcome {

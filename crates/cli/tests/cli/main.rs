@@ -4,8 +4,8 @@
 
 mod e2e;
 mod feast_compat;
-mod gcs;
 mod historical;
+mod object_stores;
 mod online;
 mod pipeline;
 mod support;
