@@ -35,11 +35,39 @@ echo $! > "$STATE/gcs.pid"
 S3_PORT="${AMORA_S3_PORT:-$((GCS_PORT + 1))}"
 setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 </dev/null &
 echo $! > "$STATE/s3.pid"
-trap 'kill "$(cat "$STATE/gcs.pid")" "$(cat "$STATE/s3.pid")" 2>/dev/null || true; rm -rf "$STATE"' EXIT
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null 2>&1 && curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null 2>&1 && break
   sleep 0.1
 done
+# A private 3-node Redis Cluster (no replicas) for the cluster tests.
+CLUSTER_BASE="${AMORA_CLUSTER_PORT:-$((S3_PORT + 1))}"
+CLUSTER_NODES=""
+for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
+  mkdir -p "$STATE/redis-$p"
+  redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes --cluster-config-file "$STATE/redis-$p/nodes.conf" \
+    --cluster-node-timeout 5000 --daemonize yes --save "" --appendonly no --dir "$STATE/redis-$p" \
+    --pidfile "$STATE/redis-$p/redis.pid" --logfile "$STATE/redis-$p/redis.log"
+  CLUSTER_NODES="$CLUSTER_NODES${CLUSTER_NODES:+,}127.0.0.1:$p"
+done
+stop_all() {
+  kill "$(cat "$STATE/gcs.pid")" "$(cat "$STATE/s3.pid")" 2>/dev/null || true
+  for f in "$STATE"/redis-*/redis.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  rm -rf "$STATE"
+}
+trap stop_all EXIT
+for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
+  until redis-cli -p "$p" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+done
+redis-cli --cluster create $(echo "$CLUSTER_NODES" | tr ',' ' ') --cluster-replicas 0 --cluster-yes >/dev/null
+for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
+  until redis-cli -p "$p" cluster info | grep -q cluster_state:ok; do sleep 0.05; done
+done
+export AMORA_REDIS_CLUSTER="$CLUSTER_NODES"
+# The shared Redis on 6379 (started before the session on these machines; started here if it is down).
+if ! redis-cli -p 6379 ping 2>/dev/null | grep -q PONG; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp
+  until redis-cli -p 6379 ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+fi
 export STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT"
 export AMORA_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 

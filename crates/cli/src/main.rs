@@ -16,7 +16,7 @@ use amora_registry::history;
 use amora_registry::lineage::lineage;
 use amora_registry::ops::{self, ApplyOutcome};
 use amora_registry::store::{LocalStore, RegistryStore};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -314,8 +314,17 @@ pub fn open_online(root: &Path, config: &Config) -> anyhow::Result<Box<dyn amora
             let timeout = std::time::Duration::from_secs(5);
             Ok(Box::new(amora_online::redis_store::RedisStore::new(connection_string, *key_ttl_seconds, timeout)?))
         }
-        amora_project::OnlineStoreConfig::Redis { redis_type: RedisType::RedisCluster, .. } => {
-            bail!("online_store redis_type: redis_cluster is not built yet; use redis_type: redis")
+        amora_project::OnlineStoreConfig::Redis {
+            connection_string,
+            redis_type: RedisType::RedisCluster,
+            key_ttl_seconds,
+        } => {
+            let timeout = std::time::Duration::from_secs(5);
+            Ok(Box::new(amora_online::redis_store::RedisStore::new_cluster(
+                connection_string,
+                *key_ttl_seconds,
+                timeout,
+            )?))
         }
     }
 }

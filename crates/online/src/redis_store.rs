@@ -3,7 +3,9 @@
 //! a serialized protobuf Timestamp; values = serialized `feast.types.Value`.
 //! Writes replace a view's fields only when the event timestamp is strictly newer
 //! (one pipelined HMGET round trip, then one pipelined HSET [+ EXPIRE] round trip);
-//! reads are one pipelined round trip.
+//! reads are one pipelined round trip. Redis Cluster: pipelines are split by key
+//! slot (binary keys, CRC16 with `{hash tag}` rules, by the redis crate) and sent
+//! to each node.
 
 use std::time::Duration;
 
@@ -11,22 +13,73 @@ use amora_proto::online::{decode_timestamp, encode_timestamp, feature_field, red
 
 use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
 
+enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+enum Conn {
+    Single(redis::Connection),
+    Cluster(redis::cluster::ClusterConnection),
+}
+
 pub struct RedisStore {
-    client: redis::Client,
+    client: Client,
+    /// Every node of the connection string (all masters, for a cluster's SCAN).
+    nodes: Vec<String>,
     address: String,
+    password: Option<String>,
     key_ttl_seconds: Option<u64>,
     timeout: Duration,
-    pool: std::sync::Mutex<Vec<redis::Connection>>,
+    pool: std::sync::Mutex<Vec<Conn>>,
+}
+
+/// A pipeline of commands, for either kind of connection.
+fn run<T: redis::FromRedisValue>(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> redis::RedisResult<T> {
+    match conn {
+        Conn::Single(c) => {
+            let mut p = redis::pipe();
+            for cmd in cmds {
+                p.add_command(cmd);
+            }
+            p.query(c)
+        }
+        Conn::Cluster(c) => {
+            let mut p = redis::cluster::cluster_pipe();
+            for cmd in cmds {
+                p.add_command(cmd);
+            }
+            p.query(c)
+        }
+    }
 }
 
 impl RedisStore {
-    /// `connection_string` as Feast writes it: `host:port[,key=value...]` (the first node is used).
+    /// `connection_string` as Feast writes it: `host:port[,host:port...][,key=value...]`.
+    /// Standalone uses the first node; a cluster uses them all as startup nodes.
     pub fn new(
         connection_string: &str,
         key_ttl_seconds: Option<u64>,
         timeout: Duration,
     ) -> Result<RedisStore, OnlineError> {
-        let mut host = None;
+        RedisStore::open(connection_string, false, key_ttl_seconds, timeout)
+    }
+
+    pub fn new_cluster(
+        connection_string: &str,
+        key_ttl_seconds: Option<u64>,
+        timeout: Duration,
+    ) -> Result<RedisStore, OnlineError> {
+        RedisStore::open(connection_string, true, key_ttl_seconds, timeout)
+    }
+
+    fn open(
+        connection_string: &str,
+        cluster: bool,
+        key_ttl_seconds: Option<u64>,
+        timeout: Duration,
+    ) -> Result<RedisStore, OnlineError> {
+        let mut nodes = Vec::new();
         let mut password = None;
         let mut db = 0i64;
         for part in connection_string.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -34,37 +87,65 @@ impl RedisStore {
                 Some(("password", v)) => password = Some(v.to_string()),
                 Some(("db", v)) => db = v.parse().unwrap_or(0),
                 Some(_) => {}
-                None if host.is_none() => host = Some(part.to_string()),
-                None => {}
+                None => nodes.push(part.to_string()),
             }
         }
-        let host = host.unwrap_or_else(|| "127.0.0.1:6379".into());
-        let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
-        let url = format!("redis://{auth}{host}/{db}");
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| OnlineError::Backend { store: format!("redis {host}"), message: e.to_string() })?;
-        Ok(RedisStore { client, address: host, key_ttl_seconds, timeout, pool: std::sync::Mutex::new(Vec::new()) })
+        if nodes.is_empty() {
+            nodes.push("127.0.0.1:6379".into());
+        }
+        let auth = password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        let address = nodes.join(",");
+        let bad =
+            |e: redis::RedisError| OnlineError::Backend { store: format!("redis {address}"), message: e.to_string() };
+        let client = if cluster {
+            let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{auth}{n}")).collect();
+            let c = redis::cluster::ClusterClient::builder(urls)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2)
+                .build()
+                .map_err(bad)?;
+            Client::Cluster(c)
+        } else {
+            Client::Single(redis::Client::open(format!("redis://{auth}{}/{db}", nodes[0]).as_str()).map_err(bad)?)
+        };
+        Ok(RedisStore {
+            client,
+            nodes,
+            address,
+            password,
+            key_ttl_seconds,
+            timeout,
+            pool: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> OnlineError {
         OnlineError::Backend { store: format!("redis {}", self.address), message: e.to_string() }
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, OnlineError> {
+    fn connect(&self) -> redis::RedisResult<Conn> {
+        Ok(match &self.client {
+            Client::Single(client) => {
+                let c = client.get_connection_with_timeout(self.timeout)?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
+                Conn::Single(c)
+            }
+            Client::Cluster(client) => Conn::Cluster(client.get_connection()?),
+        })
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> redis::RedisResult<T>) -> Result<T, OnlineError> {
         let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
         let mut conn = match pooled {
             Some(c) => c,
-            None => {
-                let c = self.client.get_connection_with_timeout(self.timeout).map_err(|e| self.err(e))?;
-                c.set_read_timeout(Some(self.timeout)).map_err(|e| self.err(e))?;
-                c.set_write_timeout(Some(self.timeout)).map_err(|e| self.err(e))?;
-                c
-            }
+            None => self.connect().map_err(|e| self.err(e))?,
         };
         let result = f(&mut conn);
         match &result {
             // A connection that failed is dropped; a healthy one goes back to the pool.
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {}
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() => {}
             _ => {
                 if let Ok(mut p) = self.pool.lock() {
                     p.push(conn);
@@ -72,6 +153,42 @@ impl RedisStore {
             }
         }
         result.map_err(|e| self.err(e))
+    }
+
+    /// Keys matching `pattern` on every node (SCAN runs per node in a cluster).
+    fn scan(&self, pattern: &str) -> Result<Vec<Vec<u8>>, OnlineError> {
+        let nodes: Vec<String> = match &self.client {
+            Client::Single(_) => vec![],
+            Client::Cluster(_) => self.nodes.clone(),
+        };
+        let scan_one = |conn: &mut redis::Connection| -> redis::RedisResult<Vec<Vec<u8>>> {
+            let iter: redis::Iter<Vec<u8>> =
+                redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).clone().iter(conn)?;
+            iter.collect()
+        };
+        if nodes.is_empty() {
+            return self.with_conn(|c| match c {
+                Conn::Single(c) => scan_one(c),
+                Conn::Cluster(_) => unreachable!("single client"),
+            });
+        }
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        let mut keys = Vec::new();
+        for n in nodes {
+            let client = redis::Client::open(format!("redis://{auth}{n}").as_str()).map_err(|e| self.err(e))?;
+            let mut conn = client.get_connection_with_timeout(self.timeout).map_err(|e| self.err(e))?;
+            // Replicas hold copies of their master's keys; masters are enough.
+            let role: String = redis::cmd("ROLE")
+                .query::<Vec<redis::Value>>(&mut conn)
+                .ok()
+                .and_then(|v| v.first().and_then(|x| redis::from_redis_value::<String>(x.clone()).ok()))
+                .unwrap_or_default();
+            if role == "slave" {
+                continue;
+            }
+            keys.extend(scan_one(&mut conn).map_err(|e| self.err(e))?);
+        }
+        Ok(keys)
     }
 }
 
@@ -89,11 +206,8 @@ impl OnlineStore for RedisStore {
         let keys: Vec<Vec<u8>> = rows.iter().map(|r| redis_key(&r.entity_key, project)).collect();
         // Round trip 1: the stored timestamps.
         let stored: Vec<Option<Vec<u8>>> = self.with_conn(|c| {
-            let mut p = redis::pipe();
-            for k in &keys {
-                p.cmd("HGET").arg(k).arg(&ts_field);
-            }
-            p.query(c)
+            let cmds = keys.iter().map(|k| redis::cmd("HGET").arg(k).arg(&ts_field).clone()).collect();
+            run(c, cmds)
         })?;
         // Only strictly newer rows, and only the newest row per key within the batch.
         let mut latest: std::collections::HashMap<&[u8], (i64, usize)> = std::collections::HashMap::new();
@@ -114,19 +228,20 @@ impl OnlineStore for RedisStore {
         }
         // Round trip 2: HSET (and EXPIRE).
         self.with_conn(|c| {
-            let mut p = redis::pipe();
+            let mut cmds = Vec::with_capacity(latest.len() * 2);
             for (k, (_, i)) in &latest {
                 let r = &rows[*i];
-                let cmd = p.cmd("HSET").arg(*k).arg(&ts_field).arg(encode_timestamp(r.event_ts));
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(*k).arg(&ts_field).arg(encode_timestamp(r.event_ts));
                 for (f, v) in fields.iter().zip(&r.values) {
                     cmd.arg(&f[..]).arg(v);
                 }
-                cmd.ignore();
+                cmds.push(cmd);
                 if let Some(ttl) = self.key_ttl_seconds {
-                    p.cmd("EXPIRE").arg(*k).arg(ttl).ignore();
+                    cmds.push(redis::cmd("EXPIRE").arg(*k).arg(ttl).clone());
                 }
             }
-            p.query::<()>(c)
+            run::<Vec<redis::Value>>(c, cmds).map(|_| ())
         })
     }
 
@@ -146,11 +261,11 @@ impl OnlineStore for RedisStore {
             fields.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
         }
         let replies: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|c| {
-            let mut p = redis::pipe();
-            for ek in entity_keys {
-                p.cmd("HMGET").arg(redis_key(ek, project)).arg(&fields);
-            }
-            p.query(c)
+            let cmds = entity_keys
+                .iter()
+                .map(|ek| redis::cmd("HMGET").arg(redis_key(ek, project)).arg(&fields).clone())
+                .collect();
+            run(c, cmds)
         })?;
         Ok(replies
             .into_iter()
@@ -195,25 +310,15 @@ impl OnlineStore for RedisStore {
         let mut fields: Vec<Vec<u8>> = vec![timestamp_field(view)];
         fields.extend(features.iter().map(|f| feature_field(view, f).to_vec()));
         let pattern = format!("*{}", glob_escape(project));
-        let keys: Vec<Vec<u8>> = self.with_conn(|c| {
-            let iter: redis::Iter<Vec<u8>> =
-                redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter(c)?;
-            let mut keys = Vec::new();
-            for k in iter {
-                let k = k?;
-                if amora_proto::online::is_key_of(&k, &prefix, names.len(), project) {
-                    keys.push(k);
-                }
-            }
-            Ok(keys)
-        })?;
+        let keys: Vec<Vec<u8>> = self
+            .scan(&pattern)?
+            .into_iter()
+            .filter(|k| amora_proto::online::is_key_of(k, &prefix, names.len(), project))
+            .collect();
         for chunk in keys.chunks(1000) {
             self.with_conn(|c| {
-                let mut p = redis::pipe();
-                for k in chunk {
-                    p.cmd("HDEL").arg(k).arg(&fields).ignore();
-                }
-                p.query::<()>(c)
+                let cmds = chunk.iter().map(|k| redis::cmd("HDEL").arg(k).arg(&fields).clone()).collect();
+                run::<Vec<redis::Value>>(c, cmds).map(|_| ())
             })?;
         }
         Ok(())

@@ -48,3 +48,25 @@ fn redis_down_is_a_clear_error_within_the_timeout() {
     assert!(err.contains("redis 127.0.0.1:1"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn redis_cluster_conforms() {
+    let Some(nodes) = std::env::var("AMORA_REDIS_CLUSTER").ok().filter(|n| !n.is_empty()) else {
+        if std::env::var("TEST_INTEGRATION").as_deref() == Ok("1") {
+            panic!("TEST_INTEGRATION=1 but AMORA_REDIS_CLUSTER is not set (run scripts/test.sh)");
+        }
+        return eprintln!("skipping: AMORA_REDIS_CLUSTER is not set");
+    };
+    let store = RedisStore::new_cluster(&nodes, Some(3600), Duration::from_secs(2)).unwrap();
+    run_all(&store, &unique("cluster"));
+    // Keys are binary: entity values with `{...}` are hash tags to Redis; they still land and read back.
+    let key = amora_proto::online::serialize_entity_key(
+        &[("user_id", amora_proto::online::KeyValue::String("{tag}x".into()))],
+        3,
+    );
+    let p = unique("tags");
+    let row = amora_online::WriteRow { entity_key: key.clone(), event_ts: 1, values: vec![vec![0x20, 0x01]] };
+    store.write(&p, "v", &["a".into()], &[row]).unwrap();
+    let out = store.read(&p, &[key], &[ViewRead { view: "v".into(), features: vec!["a".into()] }]).unwrap();
+    assert_eq!(out[0][0][0].value, vec![0x20, 0x01]);
+}

@@ -167,13 +167,35 @@ fn feast_online(python: &Path, repo: &Path, args: &[&str]) -> serde_json::Value 
 #[test]
 fn feast_and_amora_share_one_redis_both_ways() {
     let Some(python) = feast_python() else { return };
-    let project = format!("amora_redis_{}", std::process::id());
-    let (tmp, dir) = example(&project);
     let redis = std::env::var("AMORA_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    share_one_redis(&python, &redis, "redis");
+}
+
+#[test]
+fn feast_and_amora_share_one_redis_cluster_both_ways() {
+    let Some(python) = feast_python() else { return };
+    let Some(nodes) = std::env::var("AMORA_REDIS_CLUSTER").ok().filter(|n| !n.is_empty()) else {
+        assert_ne!(
+            std::env::var("TEST_INTEGRATION").as_deref(),
+            Ok("1"),
+            "TEST_INTEGRATION=1 but AMORA_REDIS_CLUSTER is not set"
+        );
+        return;
+    };
+    share_one_redis(&python, &nodes, "redis_cluster");
+}
+
+fn share_one_redis(python: &Path, redis: &str, redis_type: &str) {
+    let python = python.to_path_buf();
+    let project = format!("amora_{redis_type}_{}", std::process::id());
+    let (tmp, dir) = example(&project);
     let with_redis = |args: &[&str]| -> Run {
         amora_cmd(&dir, args)
             .env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis")
-            .env("AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG", format!("{{\"connection_string\": \"{redis}\"}}"))
+            .env(
+                "AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG",
+                format!("{{\"connection_string\": \"{redis}\", \"redis_type\": \"{redis_type}\"}}"),
+            )
             .output()
             .unwrap()
             .into()
@@ -186,7 +208,7 @@ fn feast_and_amora_share_one_redis_both_ways() {
     std::fs::write(
         repo.join("feature_store.yaml"),
         format!(
-            "project: {project}\nregistry: {}\nprovider: local\nonline_store:\n  type: redis\n  connection_string: \"{redis}\"\nentity_key_serialization_version: 3\n",
+            "project: {project}\nregistry: {}\nprovider: local\nonline_store:\n  type: redis\n  redis_type: {redis_type}\n  connection_string: \"{redis}\"\nentity_key_serialization_version: 3\n",
             dir.join("data/registry.db").display()
         ),
     )
