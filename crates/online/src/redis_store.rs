@@ -20,7 +20,7 @@ enum Client {
 
 enum Conn {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 pub struct RedisStore {
@@ -49,7 +49,7 @@ fn run<T: redis::FromRedisValue>(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> redi
             for cmd in cmds {
                 p.add_command(cmd);
             }
-            p.query(c)
+            p.query(c.as_mut())
         }
     }
 }
@@ -132,7 +132,7 @@ impl RedisStore {
                 c.set_write_timeout(Some(self.timeout))?;
                 Conn::Single(c)
             }
-            Client::Cluster(client) => Conn::Cluster(client.get_connection()?),
+            Client::Cluster(client) => Conn::Cluster(Box::new(client.get_connection()?)),
         })
     }
 
