@@ -3,6 +3,7 @@
 //! (`AMORA_FEAST_PYTHON`), and is skipped without one unless `TEST_INTEGRATION=1`.
 
 mod e2e;
+mod faults;
 mod feast_compat;
 mod historical;
 mod object_stores;
