@@ -159,6 +159,11 @@ enum FsCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Remove the project's values from the online store (every view, or --view ones).
+    Teardown {
+        #[arg(long = "view", short = 'v')]
+        views: Vec<String>,
+    },
     /// Read the latest feature values of entities from the online store.
     GetOnlineFeatures {
         /// Comma-separated `view:feature` references.
@@ -359,7 +364,27 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
         FsCommand::Apply { json } => {
             let p = load(dir)?;
             let store = open_store(&p.root, &p.config)?;
+            let (_, before) = ops::read(store.as_ref())?;
             let outcome = ops::apply(store.as_ref(), &desired_objects(&p), &p.defs.name, &user())?;
+            if let ApplyOutcome::Applied { plan, .. } = &outcome {
+                let removed: Vec<String> = plan
+                    .changes
+                    .iter()
+                    .filter(|c| {
+                        c.kind == amora_proto::ObjectKind::FeatureView
+                            && c.action == amora_registry::plan::Action::Delete
+                    })
+                    .map(|c| c.name.clone())
+                    .collect();
+                if !removed.is_empty() {
+                    if let Err(e) = online_cmd::remove_views(&p.root, &p.config, &before, &removed) {
+                        eprintln!(
+                            "warning: the registry is updated, but removing the online values of {} failed: {e:#}\n  run `amora feature-store teardown --view NAME` for them when the online store is back",
+                            removed.join(", ")
+                        );
+                    }
+                }
+            }
             match (outcome, json) {
                 (ApplyOutcome::NoChanges, false) => println!("No changes to registry"),
                 (ApplyOutcome::NoChanges, true) => {
@@ -436,6 +461,18 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             let (root, config) = config(dir)?;
             let store = open_store(&root, &config)?;
             online_cmd::materialize(&root, &config, store.as_ref(), None, end.as_deref(), &views, quiet)
+        }
+        FsCommand::Teardown { views } => {
+            let (root, config) = config(dir)?;
+            let (_, file) = read_registry(dir)?;
+            let names: Vec<String> = if views.is_empty() {
+                amora_core::online::online_views(&file, &config.project, &root)?.into_iter().map(|v| v.name).collect()
+            } else {
+                views
+            };
+            online_cmd::remove_views(&root, &config, &file, &names)?;
+            println!("Removed the online values of {} feature view(s) of project {}", names.len(), config.project);
+            Ok(())
         }
         FsCommand::GetOnlineFeatures { features, entities, json } => {
             let (root, config) = config(dir)?;

@@ -171,3 +171,25 @@ pub fn get_online_features(
     }
     Ok(())
 }
+
+/// Deletes the online values of `names` (views as `file` describes them) for the project.
+pub fn remove_views(root: &Path, config: &Config, file: &RegistryFile, names: &[String]) -> anyhow::Result<()> {
+    let views = online_views(file, &config.project, root)?;
+    let store = crate::open_online(root, config)?;
+    for name in names {
+        let v = views
+            .iter()
+            .find(|v| v.name == *name)
+            .with_context(|| format!("project {} has no feature view `{name}`", config.project))?;
+        let keys: Vec<String> = v.join_keys.iter().map(|k| k.0.clone()).collect();
+        let features: Vec<String> = v.features.iter().map(|f| f.0.clone()).collect();
+        store.delete_view(
+            &config.project,
+            name,
+            &keys,
+            config.feature_store.entity_key_serialization_version,
+            &features,
+        )?;
+    }
+    Ok(())
+}

@@ -92,3 +92,51 @@ fn redis_unreachable_is_a_clear_error_and_records_nothing() {
     let (_, f) = reg.objects(ObjectKind::FeatureView, "health").next().unwrap();
     assert!(FeatureView::decode(f.payload()).unwrap().meta.unwrap().materialization_intervals.is_empty());
 }
+
+#[test]
+fn removing_a_view_removes_its_online_values_and_teardown_clears_the_project() {
+    let (_tmp, dir) = example("health");
+    amora(&dir, &["materialize"]).ok();
+    amora(&dir, &["feature-store", "apply"]).ok();
+    amora(&dir, &["feature-store", "materialize", "2024-01-01", "2024-03-01"]).ok();
+    let status = |dir: &std::path::Path| {
+        json(amora(
+            dir,
+            &[
+                "feature-store",
+                "get-online-features",
+                "--features",
+                "step_count_by_source:value_sum",
+                "--entity",
+                "source_name=Fitbit",
+                "--json",
+            ],
+        ))["results"][0]["statuses"][0]
+            .clone()
+    };
+    assert_ne!(status(&dir), "NOT_FOUND");
+    amora(&dir, &["feature-store", "teardown"]).ok();
+    assert_eq!(status(&dir), "NOT_FOUND");
+    amora(&dir, &["feature-store", "materialize", "2024-01-01", "2024-03-01"]).ok();
+    assert_ne!(status(&dir), "NOT_FOUND");
+    // Dropping the feature view from the project deletes its values online on apply.
+    let yml = dir.join("models/step_count_by_source.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    std::fs::write(&yml, &text[..text.find("feature_view:").unwrap()]).unwrap();
+    std::fs::remove_file(dir.join("feature_store/feature_services.yml")).unwrap();
+    let out = amora(&dir, &["feature-store", "apply"]).ok();
+    assert!(out.stdout.contains("Deleted feature view step_count_by_source"), "{}", out.stdout);
+    let store = amora_online_read(&dir);
+    assert!(store.is_empty(), "values left online: {store:?}");
+}
+
+/// Every value left in the example's embedded online store.
+fn amora_online_read(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let db = redb::Database::open(dir.join("data/online.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("online");
+    match txn.open_table(table) {
+        Ok(t) => redb::ReadableTable::iter(&t).unwrap().map(|r| r.unwrap().0.value().to_vec()).collect(),
+        Err(_) => vec![],
+    }
+}
