@@ -364,7 +364,8 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
         FsCommand::Apply { json } => {
             let p = load(dir)?;
             let store = open_store(&p.root, &p.config)?;
-            let (_, before) = ops::read(store.as_ref())?;
+            // The registry before: to know the join keys and features of views this apply removes.
+            let before = read_settled(store.as_ref())?;
             let outcome = ops::apply(store.as_ref(), &desired_objects(&p), &p.defs.name, &user())?;
             if let ApplyOutcome::Applied { plan, .. } = &outcome {
                 let removed: Vec<String> = plan
@@ -536,6 +537,21 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Reads the registry, re-reading if it is replaced mid-read by a concurrent writer.
+fn read_settled(store: &dyn RegistryStore) -> anyhow::Result<amora_proto::RegistryFile> {
+    let mut attempts = 0;
+    loop {
+        match ops::read(store) {
+            Ok((_, file)) => return Ok(file),
+            Err(amora_registry::RegistryError::Store(amora_registry::store::StoreError::Conflict)) if attempts < 10 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempts));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn config(dir: &Path) -> anyhow::Result<(PathBuf, Config)> {
     let root = std::path::absolute(dir)?;
     let config = Config::load(&root, &env)?;
@@ -545,8 +561,8 @@ fn config(dir: &Path) -> anyhow::Result<(PathBuf, Config)> {
 fn read_registry(dir: &Path) -> anyhow::Result<(Config, amora_proto::RegistryFile)> {
     let (root, config) = config(dir)?;
     let store = open_store(&root, &config)?;
-    let (stored, file) = ops::read(store.as_ref())?;
-    if stored.is_none() {
+    let file = read_settled(store.as_ref())?;
+    if file.fields.is_empty() && store.read().map(|s| s.is_none()).unwrap_or(false) {
         return Err(anyhow!("no registry at {}; run `amora feature-store apply` first", store.location()));
     }
     Ok((config, file))

@@ -91,6 +91,7 @@ impl Warehouse {
     /// as their declared types; Parquet files bring their own schema.
     pub async fn register_source(&self, source: &Source, root: &Path) -> Result<(), OfflineError> {
         let path = if source.location.contains("://") {
+            self.register_object_store(&source.location)?;
             source.location.clone()
         } else {
             let p = root.join(&source.location);
@@ -114,6 +115,80 @@ impl Warehouse {
             }
         }
         Ok(())
+    }
+
+    /// Makes `s3://bucket/...` and `gs://bucket/...` locations readable. S3: the usual
+    /// `AWS_*` variables, and `AWS_ENDPOINT_URL` / `FEAST_S3_ENDPOINT_URL` for an
+    /// S3-compatible endpoint. GCS: `GOOGLE_SERVICE_ACCOUNT` / application credentials.
+    pub fn register_object_store(&self, location: &str) -> Result<(), OfflineError> {
+        let url = url::Url::parse(location).map_err(|e| io(Path::new(location), e))?;
+        let bucket = url.host_str().unwrap_or_default().to_string();
+        let bad = |e: object_store::Error| io(Path::new(location), e);
+        let store: Arc<dyn object_store::ObjectStore> = match url.scheme() {
+            "s3" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                if let Some(endpoint) = std::env::var("FEAST_S3_ENDPOINT_URL")
+                    .ok()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .filter(|e| !e.is_empty())
+                {
+                    b = b
+                        .with_endpoint(&endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                Arc::new(b.build().map_err(bad)?)
+            }
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&bucket)
+                    .build()
+                    .map_err(bad)?,
+            ),
+            other => {
+                return Err(io(
+                    Path::new(location),
+                    format!("unsupported scheme `{other}://`; use a local path, s3:// or gs://"),
+                ))
+            }
+        };
+        let base = url::Url::parse(&format!("{}://{bucket}", url.scheme())).map_err(|e| io(Path::new(location), e))?;
+        self.ctx.register_object_store(&base, store);
+        Ok(())
+    }
+
+    /// A fingerprint of a remote object (size and ETag or modification time), to
+    /// tell whether a source changed.
+    pub async fn remote_fingerprint(&self, location: &str) -> Result<String, OfflineError> {
+        self.register_object_store(location)?;
+        let url = url::Url::parse(location).map_err(|e| io(Path::new(location), e))?;
+        let store = self.ctx.runtime_env().object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(
+            format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()),
+        )?)?;
+        let path = object_store::path::Path::from(url.path().trim_start_matches('/'));
+        if let Ok(m) = object_store::ObjectStoreExt::head(&store, &path).await {
+            return Ok(format!(
+                "{}:{}:{}:{}",
+                m.location,
+                m.size,
+                m.e_tag.unwrap_or_default(),
+                m.last_modified.timestamp_micros()
+            ));
+        }
+        // A folder (prefix) of files.
+        let mut out = String::new();
+        let mut list = store.list(Some(&path));
+        while let Some(meta) = futures::StreamExt::next(&mut list).await {
+            let m = meta.map_err(|e| io(Path::new(location), e))?;
+            out.push_str(&format!(
+                "{}:{}:{}:{};",
+                m.location,
+                m.size,
+                m.e_tag.unwrap_or_default(),
+                m.last_modified.timestamp_micros()
+            ));
+        }
+        Ok(out)
     }
 
     /// Registers a model's table, as written by [`Warehouse::build_table`].
@@ -231,8 +306,18 @@ impl Warehouse {
             TableLocation::File(_) => tmp.display().to_string(),
             TableLocation::Daily { .. } => format!("{}/", tmp.display()),
         };
+        let schema = Arc::new(df.schema().as_arrow().clone());
         let out = df.write_parquet(&path, options, Some(crate::frames::fast_parquet())).await?;
-        Ok(count_of(&out))
+        let rows = count_of(&out);
+        if !tmp.exists() {
+            // No rows: a partitioned write creates nothing. Leave an empty file with the
+            // schema, so the table exists and reads as empty.
+            std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
+            let empty = self.ctx.read_batch(RecordBatch::new_empty(schema))?;
+            let file = tmp.join("empty.parquet").display().to_string();
+            empty.write_parquet(&file, DataFrameWriteOptions::new().with_single_file_output(true), None).await?;
+        }
+        Ok(rows)
     }
 
     /// Runs a query and collects its batches.

@@ -178,6 +178,10 @@ pub async fn materialize(
         let mut h = Fnv64::default();
         if s.location.contains("://") {
             h.write(s.location.as_bytes());
+            // A remote source's objects: sizes and ETags, so that new data re-runs its models.
+            if let Ok(f) = warehouse.remote_fingerprint(&s.location).await {
+                h.write(f.as_bytes());
+            }
         } else {
             file_fingerprint(&project.root.join(&s.location), &mut h);
         }

@@ -105,7 +105,10 @@ pub fn twenty_concurrent_applies(registry: &str, env: &[(&str, String)]) {
     let versions = json(with(d, &["feature-store", "history", "--json"]));
     let last = versions.as_array().unwrap().last().unwrap()["number"].as_u64().unwrap();
     let first_of_p0 =
-        versions.as_array().unwrap().iter().find(|v| v["project"] == "conc0").unwrap()["number"].as_u64().unwrap();
+        versions.as_array().unwrap().iter().find(|v| v["project"] == "conc0" && v["kind"] == "apply").unwrap()
+            ["number"]
+            .as_u64()
+            .unwrap();
     let diff = with(d, &["feature-store", "diff", &first_of_p0.to_string(), &last.to_string()]).ok().stdout;
     assert!(diff.contains("ttl: \"3600s\" -> \"10800s\""), "{diff}");
     with(d, &["feature-store", "rollback", &first_of_p0.to_string()]).ok();

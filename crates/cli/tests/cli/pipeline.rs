@@ -217,3 +217,59 @@ fn sql_errors_point_at_the_model_file() {
     assert!(err.contains("models/steps.sql: model steps: SQL does not parse:"), "{err}");
     assert!(err.contains("Line: 10"), "{err}");
 }
+
+#[test]
+fn sources_on_object_storage_s3() {
+    let endpoint = match std::env::var("AMORA_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ if std::env::var("TEST_INTEGRATION").as_deref() == Ok("1") => {
+            panic!("TEST_INTEGRATION=1 but AMORA_S3_ENDPOINT is not set")
+        }
+        _ => return eprintln!("skipping: AMORA_S3_ENDPOINT is not set"),
+    };
+    let (_tmp, dir) = example("health");
+    let bucket = format!("amora-src-{}", std::process::id());
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                "testing:testing",
+                "-H",
+                "Content-Type: application/octet-stream",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    curl(&["-X", "PUT", &format!("{endpoint}/{bucket}")]);
+    let csv = dir.join("data/health.csv");
+    curl(&["-T", &csv.display().to_string(), &format!("{endpoint}/{bucket}/raw/health.csv")]);
+    edit(&dir.join("sources/health.yml"), "path: data/health.csv", &format!("path: s3://{bucket}/raw/health.csv"));
+    let run = |args: &[&str]| -> Run {
+        amora_cmd(&dir, args)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let out = run(&["materialize"]).ok().stdout;
+    assert!(out.contains("ran: [steps, step_count_by_source]"), "{out}");
+    let local = query(&[("s", steps(&dir))], "SELECT COUNT(*), SUM(value) FROM s");
+    // Same rows as from the local file.
+    let (_tmp2, local_dir) = example("health");
+    amora(&local_dir, &["materialize"]).ok();
+    assert_eq!(local, query(&[("s", steps(&local_dir))], "SELECT COUNT(*), SUM(value) FROM s"));
+    // Unchanged remote data: skipped; new data under the same name: runs again.
+    assert!(run(&["materialize"]).ok().stdout.contains("skipped: [steps, step_count_by_source]"));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, text.lines().take(300).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    curl(&["-T", &csv.display().to_string(), &format!("{endpoint}/{bucket}/raw/health.csv")]);
+    assert!(run(&["materialize"]).ok().stdout.contains("ran: [steps, step_count_by_source]"));
+}
