@@ -75,37 +75,61 @@ pub fn materialize(
             eprint!("\r\x1b[2K{view}: {rows} rows, {:.0} rows/s", rows as f64 / secs);
         }
     };
+    // Views run concurrently; each one's interval is recorded only if all its rows were written.
+    let windows: Vec<(i64, i64)> = views
+        .iter()
+        .map(|v| {
+            let from = start.unwrap_or_else(|| match (v.materialized_until, v.ttl_seconds) {
+                (Some(until), _) => until,
+                (None, 0) => now - 52 * 7 * 86_400 * 1_000_000,
+                (None, ttl) => now - ttl as i64 * 1_000_000,
+            });
+            (from, end)
+        })
+        .collect();
+    if !quiet {
+        for (v, (from, to)) in views.iter().zip(&windows) {
+            eprintln!("{}: from {} to {}", v.name, fmt(*from), fmt(*to));
+        }
+    }
+    let target = Target { store: store.as_ref(), project, version };
+    let jobs = views.iter().zip(&windows).map(|(v, w)| {
+        let warehouse = &warehouse;
+        let progress = &progress;
+        async move {
+            let t0 = std::time::Instant::now();
+            let r = materialize_view(warehouse, target, v, *w, progress).await;
+            (v, *w, r, t0.elapsed().as_secs_f64())
+        }
+    });
+    let results = rt.block_on(futures::future::join_all(jobs));
+    if tty {
+        eprintln!();
+    }
     let mut recorded = Vec::new();
-    for v in &views {
-        let from = start.unwrap_or_else(|| match (v.materialized_until, v.ttl_seconds) {
-            (Some(until), _) => until,
-            (None, 0) => now - 52 * 7 * 86_400 * 1_000_000,
-            (None, ttl) => now - ttl as i64 * 1_000_000,
-        });
-        if !quiet {
-            eprintln!("{}: from {} to {}", v.name, fmt(from), fmt(end));
+    let mut failures = Vec::new();
+    for (v, (from, to), r, secs) in results {
+        match r {
+            Ok(rows) => {
+                if !quiet {
+                    eprintln!("{}: {rows} rows written in {secs:.3}s", v.name);
+                }
+                recorded.push((v.name.clone(), from, to));
+            }
+            Err(e) => failures.push(format!("{}: {e}", v.name)),
         }
-        let t0 = std::time::Instant::now();
-        let rows = rt
-            .block_on(materialize_view(
-                &warehouse,
-                Target { store: store.as_ref(), project, version },
-                v,
-                (from, end),
-                &progress,
-            ))
-            .with_context(|| format!("materializing {} (nothing recorded; re-running converges)", v.name))?;
-        if tty {
-            eprintln!();
-        }
-        if !quiet {
-            eprintln!("{}: {rows} rows written in {:.3}s", v.name, t0.elapsed().as_secs_f64());
-        }
-        recorded.push((v.name.clone(), from, end));
     }
     // Only now, with every row written, is the interval recorded.
     let user = std::env::var("AMORA_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
-    ops::record_materialization(registry, project, &recorded, &user)?;
+    if !recorded.is_empty() {
+        ops::record_materialization(registry, project, &recorded, &user)?;
+    }
+    if !failures.is_empty() {
+        bail!(
+            "materializing failed (nothing recorded for these views; re-running converges):\n  {}",
+            failures.join("\n  ")
+        );
+    }
     if !quiet {
         println!("Materialized {} feature view(s) into {}", recorded.len(), store.name());
     }
