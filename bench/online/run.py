@@ -73,6 +73,23 @@ def main():
         capture_output=True, text=True).stdout
     m = re.search(r"([\d.]+) requests per second", out)
     hset_per_s = float(m.group(1)) if m else float("nan")
+    # Online reads through the library: 1 and 100 entities x 15 features (both views).
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "historical"))
+    from peers import FEATURES  # noqa: E402
+    import json
+    reads = {}
+    redis_cli(args.port, "FLUSHALL")
+    measure([args.amora, "--project-dir", amora_project, "feature-store", "materialize", START, END, "--quiet"])
+    for label, proj in (("redis", amora_project), ("embedded", emb_project)):
+        for batch, iters in ((1, 5000), (100, 500)):
+            _, _, out = measure([args.amora, "--project-dir", proj, "feature-store", "read-latency", "--features", ",".join(FEATURES),
+                                 "--join-key", "user_id", "--ids", f"{data}/online_ids.parquet", "--batch", str(batch), "--iterations", str(iters)])
+            reads[(label, batch)] = json.loads(out.strip().splitlines()[-1])
+    # One raw round trip (PING, one connection, no pipelining) on the same server.
+    raw = subprocess.run(["redis-benchmark", "-p", str(args.port), "-n", "20000", "-c", "1", "-t", "ping"], capture_output=True, text=True).stdout
+    lat = re.findall(r"latency summary \(msec\):\s*\n\s*avg\s+min\s+p50\s+p95\s+p99\s+max\s*\n\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", raw)
+    raw_p50, raw_p99 = (float(lat[0][2]) * 1000, float(lat[0][4]) * 1000) if lat else (float("nan"), float("nan"))
+
     print(f"materialization, anchor workload: {rows} source rows, 2 views, {START} .. {END}")
     print(f"  {'':22} {'seconds':>8} {'rows/s':>10} {'peak MB':>8}")
     for k, (sec, mb) in results.items():
@@ -86,6 +103,10 @@ def main():
         f = results["feast -> redis"][0]
         print(f"  ratio amora/feast into redis: {a / f:.4f} ({f / a:.0f}x); embedded: {results['amora -> embedded'][0] / f:.4f} ({f / results['amora -> embedded'][0]:.0f}x)")
         print(f"  keys: amora {keys_amora}, feast {keys_feast}")
+    print(f"online reads through the library (15 features, both views), microseconds; raw PING round trip p50 {raw_p50:.0f} / p99 {raw_p99:.0f}")
+    for (label, batch), r in reads.items():
+        extra = f"  (p99 / raw p99 = {r['p99_us'] / raw_p99:.2f})" if label == "redis" else ""
+        print(f"  {label:9} {batch:>3} entities: p50 {r['p50_us']:8.1f}  p99 {r['p99_us']:8.1f}  p99.9 {r['p999_us']:8.1f}  values found {r['values_found']}{extra}")
 
 
 if __name__ == "__main__":

@@ -164,6 +164,21 @@ enum FsCommand {
         #[arg(long = "view", short = 'v')]
         views: Vec<String>,
     },
+    /// Measure online read latency through the library (for benchmarks): read
+    /// `--batch` entities (ids from a Parquet file's first column) per call.
+    #[command(hide = true)]
+    ReadLatency {
+        #[arg(long, value_delimiter = ',', required = true)]
+        features: Vec<String>,
+        #[arg(long)]
+        join_key: String,
+        #[arg(long)]
+        ids: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
     /// Read the latest feature values of entities from the online store.
     GetOnlineFeatures {
         /// Comma-separated `view:feature` references.
@@ -474,6 +489,11 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             online_cmd::remove_views(&root, &config, &file, &names)?;
             println!("Removed the online values of {} feature view(s) of project {}", names.len(), config.project);
             Ok(())
+        }
+        FsCommand::ReadLatency { features, join_key, ids, batch, iterations } => {
+            let (root, config) = config(dir)?;
+            let (_, file) = read_registry(dir)?;
+            online_cmd::read_latency(&root, &config, &file, &features, &join_key, &ids, batch, iterations)
         }
         FsCommand::GetOnlineFeatures { features, entities, json } => {
             let (root, config) = config(dir)?;

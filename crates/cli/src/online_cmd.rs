@@ -217,3 +217,56 @@ pub fn remove_views(root: &Path, config: &Config, file: &RegistryFile, names: &[
     }
     Ok(())
 }
+
+/// Online read latency through the library: p50 / p99 / p99.9 of `iterations` reads
+/// of `batch` entities each (ids from the first column of a Parquet or CSV file).
+#[allow(clippy::too_many_arguments)]
+pub fn read_latency(
+    root: &Path,
+    config: &Config,
+    file: &RegistryFile,
+    features: &[String],
+    join_key: &str,
+    ids: &Path,
+    batch: usize,
+    iterations: usize,
+) -> anyhow::Result<()> {
+    use amora_offline::arrow::array::Array;
+    let rt = crate::pipeline_cmd::runtime()?;
+    let frame = rt.block_on(amora_offline::frames::read_frame(&amora_offline::Warehouse::new(1), ids))?;
+    let col = amora_offline::arrow::compute::cast(frame.column(0), &amora_offline::arrow::datatypes::DataType::Utf8)?;
+    let col = col.as_any().downcast_ref::<amora_offline::arrow::array::StringArray>().context("ids")?;
+    let ids: Vec<String> = (0..col.len()).map(|i| col.value(i).to_string()).collect();
+    anyhow::ensure!(!ids.is_empty(), "no ids");
+    let store = crate::open_online(root, config)?;
+    let target = Target {
+        store: store.as_ref(),
+        project: &config.project,
+        version: config.feature_store.entity_key_serialization_version,
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    let request = amora_core::online::resolve_online(file, &config.project, root, features)?;
+    let mut samples = Vec::with_capacity(iterations);
+    let mut present = 0usize;
+    for i in 0..iterations + iterations / 10 {
+        let rows: Vec<Vec<(String, String)>> =
+            (0..batch).map(|j| vec![(join_key.to_string(), ids[(i * batch + j * 7919) % ids.len()].clone())]).collect();
+        let t0 = std::time::Instant::now();
+        let values = amora_core::online::read_online(target, &request, &rows, now)?;
+        let dt = t0.elapsed().as_secs_f64() * 1e6;
+        if i >= iterations / 10 {
+            samples.push(dt);
+            present += values.iter().flatten().filter(|v| v.value.is_some()).count();
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let q = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{{\"store\": \"{}\", \"batch\": {batch}, \"iterations\": {iterations}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"p999_us\": {:.1}, \"values_found\": {present}}}",
+        store.name(),
+        q(0.5),
+        q(0.99),
+        q(0.999)
+    );
+    Ok(())
+}

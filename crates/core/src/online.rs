@@ -288,17 +288,23 @@ pub struct OnlineValue {
     pub event_ts: Option<i64>,
 }
 
-/// Reads `features` (`view:feature`) for entity rows given as join key -> JSON-ish
-/// strings, typed by the registry. Returns feature names and one row of values per entity.
-pub fn get_online_features(
+/// A resolved online read: which views and features, keyed how. Resolve once,
+/// read many times (a server caches these).
+#[derive(Debug, Clone)]
+pub struct OnlineRequest {
+    pub names: Vec<String>,
+    reads: Vec<ViewRead>,
+    ttls: Vec<u64>,
+    join_keys: Vec<(String, i32)>,
+}
+
+/// Resolves `features` (`view:feature`) against the registry.
+pub fn resolve_online(
     file: &RegistryFile,
+    project: &str,
     root: &Path,
-    target: Target<'_>,
     features: &[String],
-    entities: &[Vec<(String, String)>],
-    now_micros: i64,
-) -> Result<(Vec<String>, Vec<Vec<OnlineValue>>), CoreError> {
-    let Target { store, project, version } = target;
+) -> Result<OnlineRequest, CoreError> {
     let views = online_views(file, project, root)?;
     let mut reads: Vec<(ViewRead, &OnlineView)> = Vec::new();
     let mut names = Vec::new();
@@ -318,12 +324,41 @@ pub fn get_online_features(
         }
         names.push(f.to_string());
     }
-    // Entity keys: every view read must be keyed by the same join keys.
-    let join_keys = &reads.first().ok_or_else(|| invalid("no features requested".into()))?.1.join_keys;
-    let mut keys = Vec::new();
+    let first = reads.first().ok_or_else(|| invalid("no features requested".into()))?;
+    let join_keys = first.1.join_keys.clone();
+    for (_, v) in &reads {
+        let mut a: Vec<&String> = v.join_keys.iter().map(|k| &k.0).collect();
+        let mut b: Vec<&String> = join_keys.iter().map(|k| &k.0).collect();
+        a.sort();
+        b.sort();
+        if a != b {
+            return Err(invalid(format!(
+                "feature views `{}` and `{}` have different join keys; read them separately",
+                first.0.view, v.name
+            )));
+        }
+    }
+    Ok(OnlineRequest {
+        names,
+        ttls: reads.iter().map(|(_, v)| v.ttl_seconds).collect(),
+        reads: reads.into_iter().map(|(r, _)| r).collect(),
+        join_keys,
+    })
+}
+
+/// Reads a resolved request for entity rows given as join key -> value strings,
+/// typed by the registry. One row of values per entity, in `request.names` order.
+pub fn read_online(
+    target: Target<'_>,
+    request: &OnlineRequest,
+    entities: &[Vec<(String, String)>],
+    now_micros: i64,
+) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
+    let Target { store, project, version } = target;
+    let mut keys = Vec::with_capacity(entities.len());
     for e in entities {
         let mut pairs = Vec::new();
-        for (k, t) in join_keys {
+        for (k, t) in &request.join_keys {
             let raw = e
                 .iter()
                 .find(|(n, _)| n == k)
@@ -339,24 +374,21 @@ pub fn get_online_features(
         }
         keys.push(serialize_entity_key(&pairs, version));
     }
-    let view_reads: Vec<ViewRead> = reads.iter().map(|(r, _)| r.clone()).collect();
-    let cells = store.read(project, &keys, &view_reads).map_err(CoreError::Online)?;
-    let rows = cells
+    let cells = store.read(project, &keys, &request.reads).map_err(CoreError::Online)?;
+    Ok(cells
         .into_iter()
         .map(|per_view| {
             per_view
                 .into_iter()
-                .zip(&reads)
-                .flat_map(|(cells, (_, view))| {
+                .zip(&request.ttls)
+                .flat_map(|(cells, ttl)| {
                     cells.into_iter().map(move |c| {
                         let value: Option<Value> =
                             c.found.then(|| prost::Message::decode(c.value.as_slice()).ok()).flatten();
                         let status = match (&value, c.event_ts) {
                             (None, _) => Status::NotFound,
                             (Some(Value { val: None }), _) => Status::NullValue,
-                            (Some(_), Some(ts))
-                                if view.ttl_seconds > 0 && ts < now_micros - view.ttl_seconds as i64 * 1_000_000 =>
-                            {
+                            (Some(_), Some(ts)) if *ttl > 0 && ts < now_micros - *ttl as i64 * 1_000_000 => {
                                 Status::OutsideMaxAge
                             }
                             _ => Status::Present,
@@ -366,8 +398,21 @@ pub fn get_online_features(
                 })
                 .collect()
         })
-        .collect();
-    Ok((names, rows))
+        .collect())
+}
+
+/// Resolves and reads in one call: feature names and one row of values per entity.
+pub fn get_online_features(
+    file: &RegistryFile,
+    root: &Path,
+    target: Target<'_>,
+    features: &[String],
+    entities: &[Vec<(String, String)>],
+    now_micros: i64,
+) -> Result<(Vec<String>, Vec<Vec<OnlineValue>>), CoreError> {
+    let request = resolve_online(file, target.project, root, features)?;
+    let rows = read_online(target, &request, entities, now_micros)?;
+    Ok((request.names, rows))
 }
 
 /// A `feast.types.Value` as JSON.
