@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${AMORA_BUILD_DIR:-$PWD/target}"
 mkdir -p "$BUILD_DIR"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BUILD_DIR}"
+# No incremental artifacts: they only grow the build folder (tens of GB) between runs.
+export CARGO_INCREMENTAL=0
 
 # Python tools the tests compare against, pinned.
 VENV="$BUILD_DIR/venv-feast-0.67.0"

@@ -93,16 +93,9 @@ pub fn resolve_views(
             .batch_source
             .as_ref()
             .ok_or_else(|| CoreError::Invalid(format!("feature view `{view}` has no batch source")))?;
-        let location = match &source.options {
-            Some(data_source::Options::FileOptions(f)) => {
-                let uri = f.uri.strip_prefix("file://").unwrap_or(&f.uri);
-                if Path::new(uri).is_absolute() || uri.contains("://") {
-                    uri.to_string()
-                } else {
-                    root.join(uri).display().to_string()
-                }
-            }
-            _ => {
+        let location = match file_location(source, root) {
+            Some(l) => l,
+            None => {
                 return Err(CoreError::Invalid(format!(
                     "feature view `{view}`: only file sources are supported by the embedded offline store"
                 )))
@@ -124,6 +117,18 @@ pub fn resolve_views(
         ));
     }
     Ok(out)
+}
+
+/// Where a file source's data is: its URI, resolved against the project root when
+/// relative (Feast writes paths relative to its repo). None for other sources.
+pub fn file_location(source: &amora_proto::DataSource, root: &Path) -> Option<String> {
+    let Some(data_source::Options::FileOptions(f)) = &source.options else { return None };
+    let uri = f.uri.strip_prefix("file://").unwrap_or(&f.uri);
+    Some(if Path::new(uri).is_absolute() || uri.contains("://") {
+        uri.to_string()
+    } else {
+        root.join(uri).display().to_string()
+    })
 }
 
 /// The timestamp column of an entity frame: `event_timestamp`, or its only timestamp column.

@@ -11,7 +11,7 @@ use amora_offline::arrow::datatypes::{DataType, TimeUnit};
 use amora_offline::Warehouse;
 use amora_online::{OnlineStore, ViewRead, WriteRow};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
-use amora_proto::{data_source, RegistryFile};
+use amora_proto::RegistryFile;
 use futures::StreamExt;
 
 use crate::CoreError;
@@ -49,17 +49,7 @@ pub fn online_views(file: &RegistryFile, project: &str, root: &Path) -> Result<V
     for v in objects.feature_views.values() {
         let (Some(spec), meta) = (v.spec.as_ref(), v.meta.as_ref()) else { continue };
         let Some(source) = &spec.batch_source else { continue };
-        let location = match &source.options {
-            Some(data_source::Options::FileOptions(f)) => {
-                let uri = f.uri.strip_prefix("file://").unwrap_or(&f.uri);
-                if Path::new(uri).is_absolute() || uri.contains("://") {
-                    uri.to_string()
-                } else {
-                    root.join(uri).display().to_string()
-                }
-            }
-            _ => String::new(),
-        };
+        let location = crate::file_location(source, root).unwrap_or_default();
         let until = meta
             .into_iter()
             .flat_map(|m| m.materialization_intervals.iter())
