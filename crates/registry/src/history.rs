@@ -61,6 +61,14 @@ pub fn list(store: &dyn RegistryStore) -> Result<Vec<VersionInfo>, StoreError> {
     numbers.into_iter().map(|n| read(store, n).map(|(info, _)| info)).collect()
 }
 
+/// The newest version's description, reading only that one file.
+pub fn latest(store: &dyn RegistryStore) -> Result<Option<VersionInfo>, StoreError> {
+    match store.list_history_files()?.iter().filter_map(|n| number_of(n)).max() {
+        Some(n) => read(store, n).map(|(info, _)| Some(info)),
+        None => Ok(None),
+    }
+}
+
 /// One version: its description and the registry bytes.
 pub fn read(store: &dyn RegistryStore, number: u64) -> Result<(VersionInfo, Vec<u8>), StoreError> {
     let name = file_name(number);

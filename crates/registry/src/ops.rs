@@ -172,7 +172,8 @@ fn commit(
         // A registry someone else wrote (e.g. `feast apply`) goes into the history first,
         // so that it stays retrievable after we replace it.
         if let Some(s) = &stored {
-            let known = history::list(store)?.last().map(|v| v.version_id.clone());
+            // Only the newest version is read: every apply passes here.
+            let known = history::latest(store)?.map(|v| v.version_id);
             if known.as_deref() != Some(parent.as_str()) {
                 let info = version_info(
                     VersionKind::External,

@@ -174,31 +174,8 @@ fn concurrent_applies_lose_no_update() {
     // Eight projects apply into one registry at the same time: every one must land.
     let tmp = tempfile::tempdir().unwrap();
     let registry_path = tmp.path().join("shared/registry.db");
-    let dirs: Vec<_> = (0..8)
-        .map(|i| {
-            let dir = tmp.path().join(format!("p{i}"));
-            let run: Run = std::process::Command::new(env!("CARGO_BIN_EXE_amora"))
-                .args(["init", dir.to_str().unwrap(), "--name", &format!("proj{i}"), "--rows", "10"])
-                .output()
-                .unwrap()
-                .into();
-            run.ok();
-            dir
-        })
-        .collect();
-    let children: Vec<_> = dirs
-        .iter()
-        .map(|d| {
-            amora_cmd(d, &["feature-store", "apply", "--json"])
-                .env("AMORA_FEATURE_STORE_REGISTRY", &registry_path)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let run: Run = c.wait_with_output().unwrap().into();
+    let dirs = example_projects(tmp.path(), "proj", 8);
+    for run in concurrent_applies(&dirs, registry_path.to_str().unwrap(), &[]) {
         let out = json(run);
         assert_eq!(out["changed"], true);
     }

@@ -66,16 +66,12 @@ fn feast_reads_the_registry_amora_writes() {
     let (tmp, dir) = example("amora_compat");
     amora(&dir, &["feature-store", "apply"]).ok();
     let repo = tmp.path().join("feast_repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(
-        repo.join("feature_store.yaml"),
-        format!(
-            "project: amora_compat\nregistry: {}\nprovider: local\nonline_store:\n  type: sqlite\n  path: {}\nentity_key_serialization_version: 3\n",
-            dir.join("data/registry.db").display(),
-            repo.join("online.db").display()
-        ),
-    )
-    .unwrap();
+    feast_repo_on(
+        &dir,
+        &repo,
+        "amora_compat",
+        &format!("  type: sqlite\n  path: {}\n", repo.join("online.db").display()),
+    );
     let feast = feast_catalog(&python, &repo);
     let ours = amora_catalog(&dir);
     assert_same(&ours, &feast);
@@ -204,15 +200,12 @@ fn share_one_redis(python: &Path, redis: &str, redis_type: &str) {
     amora(&dir, &["feature-store", "apply"]).ok();
     with_redis(&["feature-store", "materialize", "2024-01-01T00:00:00", "2024-03-01T00:00:00"]).ok();
     let repo = tmp.path().join("feast_repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(
-        repo.join("feature_store.yaml"),
-        format!(
-            "project: {project}\nregistry: {}\nprovider: local\nonline_store:\n  type: redis\n  redis_type: {redis_type}\n  connection_string: \"{redis}\"\nentity_key_serialization_version: 3\n",
-            dir.join("data/registry.db").display()
-        ),
-    )
-    .unwrap();
+    feast_repo_on(
+        &dir,
+        &repo,
+        &project,
+        &format!("  type: redis\n  redis_type: {redis_type}\n  connection_string: \"{redis}\"\n"),
+    );
     let features = "step_count_by_source:value_avg,step_count_by_source:value_sum,step_count_by_source:value_count";
     let sources = ["Mi Fit", "iPhone", "Apple Watch", "Garmin Connect", "Fitbit", "Strava"];
     let rows = serde_json::json!(sources.iter().map(|s| serde_json::json!({"source_name": s})).collect::<Vec<_>>());

@@ -41,33 +41,10 @@ fn twenty_concurrent_applies_on_gcs_lose_nothing_and_history_works() {
 /// amora at the emulator.
 pub fn twenty_concurrent_applies(registry: &str, env: &[(&str, String)]) {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..20)
-        .map(|i| {
-            let dir = tmp.path().join(format!("p{i}"));
-            let run: Run = std::process::Command::new(env!("CARGO_BIN_EXE_amora"))
-                .args(["init", dir.to_str().unwrap(), "--name", &format!("conc{i}"), "--rows", "10"])
-                .output()
-                .unwrap()
-                .into();
-            run.ok();
-            dir
-        })
-        .collect();
-    let children: Vec<_> = dirs
-        .iter()
-        .map(|d| {
-            amora_cmd(d, &["feature-store", "apply", "--json"])
-                .env("AMORA_FEATURE_STORE_REGISTRY", registry)
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let dirs = example_projects(tmp.path(), "conc", 20);
+    let runs = concurrent_applies(&dirs, registry, env);
     let mut landed = 0;
-    for c in children {
-        let run: Run = c.wait_with_output().unwrap().into();
+    for run in runs {
         // Each apply either lands (possibly after re-planning on a newer version) or fails cleanly.
         if run.code == 0 {
             assert_eq!(json(run)["changed"], true);

@@ -96,3 +96,49 @@ pub fn query(tables: &[(&str, amora_offline::TableLocation)], sql: &str) -> Vec<
         rows
     })
 }
+
+/// `n` copies of the example project named `{prefix}{i}`, each with little data.
+pub fn example_projects(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let dir = root.join(format!("p{i}"));
+            let run: Run = Command::new(env!("CARGO_BIN_EXE_amora"))
+                .args(["init", dir.to_str().unwrap(), "--name", &format!("{prefix}{i}"), "--rows", "10"])
+                .output()
+                .unwrap()
+                .into();
+            run.ok();
+            dir
+        })
+        .collect()
+}
+
+/// Runs `feature-store apply --json` in every project at once, all into `registry`.
+pub fn concurrent_applies(dirs: &[PathBuf], registry: &str, env: &[(&str, String)]) -> Vec<Run> {
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            amora_cmd(d, &["feature-store", "apply", "--json"])
+                .env("AMORA_FEATURE_STORE_REGISTRY", registry)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap().into()).collect()
+}
+
+/// A Feast repo (feature_store.yaml only) on amora's registry in `dir`.
+pub fn feast_repo_on(dir: &Path, repo: &Path, project: &str, online_store: &str) {
+    std::fs::create_dir_all(repo).unwrap();
+    std::fs::write(
+        repo.join("feature_store.yaml"),
+        format!(
+            "project: {project}\nregistry: {}\nprovider: local\nonline_store:\n{online_store}entity_key_serialization_version: 3\n",
+            dir.join("data/registry.db").display()
+        ),
+    )
+    .unwrap();
+}
