@@ -180,6 +180,34 @@ enum FsCommand {
         iterations: usize,
     },
     /// Read the latest feature values of entities from the online store.
+    /// Serve Feast's feature-server HTTP API (a drop-in for `feast serve` and for
+    /// Feast's `remote` online store), with catalog, health and metrics endpoints.
+    Serve {
+        /// Address to bind; 0.0.0.0 in a container.
+        #[arg(long, short = 'H', default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, short = 'p', default_value_t = 6566)]
+        port: u16,
+        /// How often the registry is re-read in the background (e.g. 5s, 1m).
+        #[arg(long, default_value = "5s")]
+        registry_ttl: String,
+        /// Worker threads (default: two per CPU).
+        #[arg(long, short = 'w')]
+        workers: Option<usize>,
+        /// Largest request body accepted, in bytes.
+        #[arg(long, default_value_t = 10 * 1024 * 1024)]
+        max_body_bytes: usize,
+        /// Most entity rows accepted in one request.
+        #[arg(long, default_value_t = 10_000)]
+        max_entities: usize,
+        /// A file of bearer tokens, one per line; with it (or AMORA_SERVER_TOKENS,
+        /// comma-separated) every endpoint but /health needs `Authorization: Bearer`.
+        #[arg(long)]
+        auth_tokens_file: Option<PathBuf>,
+        /// Log every request.
+        #[arg(long)]
+        access_log: bool,
+    },
     GetOnlineFeatures {
         /// Comma-separated `view:feature` references.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -330,16 +358,18 @@ pub fn open_online(root: &Path, config: &Config) -> anyhow::Result<Box<dyn amora
             connection_string,
             redis_type: RedisType::Redis,
             key_ttl_seconds,
+            timeout_ms,
         } => {
-            let timeout = std::time::Duration::from_secs(5);
+            let timeout = std::time::Duration::from_millis(*timeout_ms);
             Ok(Box::new(amora_online::redis_store::RedisStore::new(connection_string, *key_ttl_seconds, timeout)?))
         }
         amora_project::OnlineStoreConfig::Redis {
             connection_string,
             redis_type: RedisType::RedisCluster,
             key_ttl_seconds,
+            timeout_ms,
         } => {
-            let timeout = std::time::Duration::from_secs(5);
+            let timeout = std::time::Duration::from_millis(*timeout_ms);
             Ok(Box::new(amora_online::redis_store::RedisStore::new_cluster(
                 connection_string,
                 *key_ttl_seconds,
@@ -495,6 +525,67 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             let (_, file) = read_registry(dir)?;
             online_cmd::read_latency(&root, &config, &file, &features, &join_key, &ids, batch, iterations)
         }
+        FsCommand::Serve {
+            host,
+            port,
+            registry_ttl,
+            workers,
+            max_body_bytes,
+            max_entities,
+            auth_tokens_file,
+            access_log,
+        } => {
+            let (root, config) = config(dir)?;
+            let ttl = amora_model::duration::parse_duration(&registry_ttl)
+                .map_err(|e| anyhow!("--registry-ttl {registry_ttl}: {e}"))?;
+            let mut tokens = std::collections::HashSet::new();
+            if let Some(f) = &auth_tokens_file {
+                let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                tokens.extend(
+                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
+                );
+                if tokens.is_empty() {
+                    anyhow::bail!("{} holds no tokens; write one per line", f.display());
+                }
+            }
+            if let Ok(env) = std::env::var("AMORA_SERVER_TOKENS") {
+                tokens.extend(env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
+            }
+            let addr: std::net::SocketAddr = format!("{host}:{port}")
+                .parse()
+                .or_else(|_| {
+                    use std::net::ToSocketAddrs;
+                    format!("{host}:{port}")
+                        .to_socket_addrs()?
+                        .next()
+                        .ok_or_else(|| std::io::Error::other("no address"))
+                })
+                .with_context(|| format!("cannot bind to {host}:{port}: not an address"))?;
+            let server_config = amora_server::ServerConfig {
+                addr,
+                registry_ttl: std::time::Duration::from_secs(ttl.max(1)),
+                max_body_bytes,
+                max_entities,
+                tokens,
+                access_log,
+            };
+            init_logging();
+            let store: std::sync::Arc<dyn amora_online::OnlineStore> = open_online(&root, &config)?.into();
+            let registry: std::sync::Arc<dyn RegistryStore> = open_store(&root, &config)?.into();
+            let service = amora_server::Service::new(
+                config.project.clone(),
+                root,
+                config.feature_store.entity_key_serialization_version,
+                store,
+                registry,
+                server_config,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            let threads = workers.unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
+            rt.block_on(amora_server::serve(std::sync::Arc::new(service)))?;
+            Ok(())
+        }
         FsCommand::GetOnlineFeatures { features, entities, json } => {
             let (root, config) = config(dir)?;
             let (_, file) = read_registry(dir)?;
@@ -570,6 +661,18 @@ fn read_settled(store: &dyn RegistryStore) -> anyhow::Result<amora_proto::Regist
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG`-style level from AMORA_LOG (default info).
+fn init_logging() {
+    let level = match std::env::var("AMORA_LOG").unwrap_or_default().to_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
 fn config(dir: &Path) -> anyhow::Result<(PathBuf, Config)> {

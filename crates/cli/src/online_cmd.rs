@@ -3,7 +3,10 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use amora_core::online::{get_online_features as read_online, materialize_view, online_views, value_json, Target};
+use amora_core::online::{
+    get_online_features as read_online, materialize_plan, online_views, value_json, MaterializeRequest, Progress,
+    Target,
+};
 use amora_project::Config;
 use amora_proto::RegistryFile;
 use amora_registry::ops;
@@ -47,82 +50,37 @@ pub fn materialize(
         bail!("no registry at {}; run `amora feature-store apply` first", registry.location());
     }
     let now = chrono::Utc::now().timestamp_micros();
-    let end = match end {
-        Some(e) => parse_time(e)?,
-        None => now,
+    let request = MaterializeRequest {
+        start: start.map(parse_time).transpose()?,
+        end: end.map(parse_time).transpose()?.unwrap_or(now),
+        views: only.to_vec(),
+        now,
+        user: std::env::var("AMORA_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()),
     };
-    let start = start.map(parse_time).transpose()?;
-    if start.is_some_and(|s| s > end) {
-        bail!("START is after END");
-    }
-    let all = online_views(&file, project, root)?;
-    for v in only {
-        if !all.iter().any(|x| x.name == *v) {
-            bail!("project {project} has no feature view `{v}`");
-        }
-    }
-    let views: Vec<_> =
-        all.into_iter().filter(|v| if only.is_empty() { v.online } else { only.contains(&v.name) }).collect();
+    let plan = materialize_plan(&file, project, root, &request)?;
     let store = crate::open_online(root, config)?;
     let version = config.feature_store.entity_key_serialization_version;
     let tty = std::io::stderr().is_terminal() && !quiet;
     let rt = crate::pipeline_cmd::runtime()?;
-    let warehouse = amora_offline::Warehouse::new(0);
-    let started = std::time::Instant::now();
-    let progress = move |view: &str, rows: u64| {
-        if tty {
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            eprint!("\r\x1b[2K{view}: {rows} rows, {:.0} rows/s", rows as f64 / secs);
-        }
-    };
-    // Views run concurrently; each one's interval is recorded only if all its rows were written.
-    let windows: Vec<(i64, i64)> = views
-        .iter()
-        .map(|v| {
-            let from = start.unwrap_or_else(|| match (v.materialized_until, v.ttl_seconds) {
-                (Some(until), _) => until,
-                (None, 0) => now - 52 * 7 * 86_400 * 1_000_000,
-                (None, ttl) => now - ttl as i64 * 1_000_000,
-            });
-            (from, end)
-        })
-        .collect();
+    let bar = ProgressBar::new(tty, plan.iter().map(|(v, _)| v.name.clone()).collect());
+    let progress = |view: &str, p: Progress| bar.update(view, p);
     if !quiet {
-        for (v, (from, to)) in views.iter().zip(&windows) {
+        for (v, (from, to)) in &plan {
             eprintln!("{}: from {} to {}", v.name, fmt(*from), fmt(*to));
         }
     }
     let target = Target { store: store.as_ref(), project, version };
-    let jobs = views.iter().zip(&windows).map(|(v, w)| {
-        let warehouse = &warehouse;
-        let progress = &progress;
-        async move {
-            let t0 = std::time::Instant::now();
-            let r = materialize_view(warehouse, target, v, *w, progress).await;
-            (v, *w, r, t0.elapsed().as_secs_f64())
-        }
-    });
-    let results = rt.block_on(futures::future::join_all(jobs));
+    let outcomes = amora_core::online::materialize(rt.handle(), registry, target, &plan, &request.user, &progress)?;
     if tty {
         eprintln!();
     }
-    let mut recorded = Vec::new();
     let mut failures = Vec::new();
-    for (v, (from, to), r, secs) in results {
-        match r {
-            Ok(rows) => {
-                if !quiet {
-                    eprintln!("{}: {rows} rows written in {secs:.3}s", v.name);
-                }
-                recorded.push((v.name.clone(), from, to));
-            }
-            Err(e) => failures.push(format!("{}: {e}", v.name)),
+    for o in &outcomes {
+        match &o.result {
+            Ok(rows) if !quiet => eprintln!("{}: {rows} rows written in {:.3}s", o.view, o.seconds),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("{}: {e}", o.view)),
         }
-    }
-    // Only now, with every row written, is the interval recorded.
-    let user = std::env::var("AMORA_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
-    if !recorded.is_empty() {
-        ops::record_materialization(registry, project, &recorded, &user)?;
     }
     if !failures.is_empty() {
         bail!(
@@ -131,7 +89,7 @@ pub fn materialize(
         );
     }
     if !quiet {
-        println!("Materialized {} feature view(s) into {}", recorded.len(), store.name());
+        println!("Materialized {} feature view(s) into {}", outcomes.len(), store.name());
     }
     Ok(())
 }
@@ -269,4 +227,45 @@ pub fn read_latency(
         q(0.999)
     );
     Ok(())
+}
+
+/// One status line for all views on a terminal: rows written of the total, rows/s, ETA.
+struct ProgressBar {
+    tty: bool,
+    started: std::time::Instant,
+    state: std::sync::Mutex<Vec<(String, Option<Progress>)>>,
+}
+
+impl ProgressBar {
+    fn new(tty: bool, views: Vec<String>) -> ProgressBar {
+        let state = std::sync::Mutex::new(views.into_iter().map(|v| (v, None)).collect());
+        ProgressBar { tty, started: std::time::Instant::now(), state }
+    }
+
+    fn update(&self, view: &str, p: Progress) {
+        if !self.tty {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else { return };
+        if let Some(slot) = state.iter_mut().find(|(v, _)| v == view) {
+            slot.1 = Some(p);
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let line: Vec<String> = state
+            .iter()
+            .map(|(v, p)| match p {
+                None => format!("{v}: scanning"),
+                Some(p) => {
+                    let rate = p.written as f64 / secs;
+                    let eta = if p.written == 0 || rate <= 0.0 {
+                        "?".to_string()
+                    } else {
+                        format!("{:.1}s", (p.total - p.written) as f64 / rate)
+                    };
+                    format!("{v}: {}/{} rows, {rate:.0} rows/s, ETA {eta}", p.written, p.total)
+                }
+            })
+            .collect();
+        eprint!("\r\x1b[2K{}", line.join(" | "));
+    }
 }

@@ -3,7 +3,10 @@
 //!
 //! Today: [`get_historical_features`] on the embedded offline engine.
 
+pub mod catalog;
+pub mod latest;
 pub mod online;
+pub mod online_json;
 
 use std::path::Path;
 
@@ -25,6 +28,11 @@ pub enum CoreError {
     Proto(#[from] amora_proto::ProtoError),
     #[error(transparent)]
     Online(amora_online::OnlineError),
+    /// A named object that does not exist; `class` is Feast's exception for it.
+    #[error("{message}")]
+    NotFound { class: &'static str, message: String },
+    #[error(transparent)]
+    Registry(#[from] amora_registry::RegistryError),
 }
 
 /// Which features to fetch: `view:feature` references, or a feature service.

@@ -2,18 +2,13 @@
 
 use std::path::Path;
 
-use amora_offline::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
-};
-use amora_offline::arrow::compute::cast;
-use amora_offline::arrow::datatypes::{DataType, TimeUnit};
 use amora_offline::Warehouse;
-use amora_online::{OnlineStore, ViewRead, WriteRow};
+use amora_online::{OnlineStore, ViewRead};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use amora_proto::RegistryFile;
 use futures::StreamExt;
 
+use crate::latest::LatestRows;
 use crate::CoreError;
 
 /// Where online values go: the store, the project, the entity-key serialization version.
@@ -24,8 +19,14 @@ pub struct Target<'a> {
     pub version: u32,
 }
 
-/// How many rows go to the online store per pipelined batch.
-pub const WRITE_BATCH: usize = 10_000;
+/// Where one view's materialization stands: rows scanned in the window, and online
+/// rows (one per entity) written out of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub scanned: u64,
+    pub written: u64,
+    pub total: u64,
+}
 
 /// A feature view as materialization and online reads need it.
 #[derive(Debug, Clone)]
@@ -75,111 +76,17 @@ fn invalid(m: String) -> CoreError {
     CoreError::Invalid(m)
 }
 
-/// Arrow column -> serialized `feast.types.Value` per row, by Feast value type.
-fn encode_values(col: &ArrayRef, value_type: i32) -> Result<Vec<Vec<u8>>, CoreError> {
-    let n = col.len();
-    let enc = |v: Option<Val>| prost::Message::encode_to_vec(&Value { val: v });
-    let c = |t: DataType| cast(col, &t).map_err(|e| invalid(e.to_string()));
-    macro_rules! each {
-        ($arr:ty, $t:expr, $f:expr) => {{
-            let a = c($t)?;
-            let a = a.as_any().downcast_ref::<$arr>().expect("cast");
-            (0..n).map(|i| enc(a.is_valid(i).then(|| $f(a.value(i))))).collect()
-        }};
-    }
-    Ok(match value_type {
-        1 => each!(BinaryArray, DataType::Binary, |v: &[u8]| Val::BytesVal(v.to_vec())),
-        2 => each!(StringArray, DataType::Utf8, |v: &str| Val::StringVal(v.to_string())),
-        3 => each!(Int32Array, DataType::Int32, Val::Int32Val),
-        4 => each!(Int64Array, DataType::Int64, Val::Int64Val),
-        5 => each!(Float64Array, DataType::Float64, Val::DoubleVal),
-        6 => each!(Float32Array, DataType::Float32, Val::FloatVal),
-        7 => each!(BooleanArray, DataType::Boolean, Val::BoolVal),
-        8 => each!(
-            TimestampMicrosecondArray,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            |v: i64| Val::UnixTimestampVal(v.div_euclid(1_000_000))
-        ),
-        other => {
-            return Err(invalid(format!(
-                "feature type {} cannot be materialized yet",
-                amora_proto::value_type_names::value_type_name(other)
-            )))
-        }
-    })
-}
-
-fn key_values(col: &ArrayRef, value_type: i32) -> Result<Vec<Option<KeyValue>>, CoreError> {
-    let n = col.len();
-    let c = |t: DataType| cast(col, &t).map_err(|e| invalid(e.to_string()));
-    Ok(match value_type {
-        2 => {
-            let a = c(DataType::Utf8)?;
-            let a = a.as_any().downcast_ref::<StringArray>().expect("cast");
-            (0..n).map(|i| a.is_valid(i).then(|| KeyValue::String(a.value(i).to_string()))).collect()
-        }
-        3 => {
-            let a = c(DataType::Int32)?;
-            let a = a.as_any().downcast_ref::<Int32Array>().expect("cast");
-            (0..n).map(|i| a.is_valid(i).then(|| KeyValue::Int32(a.value(i)))).collect()
-        }
-        1 => {
-            let a = c(DataType::Binary)?;
-            let a = a.as_any().downcast_ref::<BinaryArray>().expect("cast");
-            (0..n).map(|i| a.is_valid(i).then(|| KeyValue::Bytes(a.value(i).to_vec()))).collect()
-        }
-        _ => {
-            let a = c(DataType::Int64)?;
-            let a = a.as_any().downcast_ref::<Int64Array>().expect("cast");
-            (0..n).map(|i| a.is_valid(i).then(|| KeyValue::Int64(a.value(i)))).collect()
-        }
-    })
-}
-
-/// Converts a batch of deduplicated rows into online rows.
-fn to_rows(batch: &RecordBatch, view: &OnlineView, version: u32) -> Result<Vec<WriteRow>, CoreError> {
-    let keys: Vec<Vec<Option<KeyValue>>> = view
-        .join_keys
-        .iter()
-        .map(|(k, t)| key_values(batch.column_by_name(k).expect("selected"), *t))
-        .collect::<Result<_, _>>()?;
-    let ts = cast(
-        batch.column_by_name(&view.event_timestamp).expect("selected"),
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    )
-    .map_err(|e| invalid(e.to_string()))?;
-    let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("cast");
-    let values: Vec<Vec<Vec<u8>>> = view
-        .features
-        .iter()
-        .map(|(f, t)| encode_values(batch.column_by_name(f).expect("selected"), *t))
-        .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    'rows: for i in 0..batch.num_rows() {
-        let mut pairs = Vec::with_capacity(keys.len());
-        for (k, col) in view.join_keys.iter().zip(&keys) {
-            match &col[i] {
-                Some(v) => pairs.push((k.0.as_str(), v.clone())),
-                None => continue 'rows, // a null key is never served
-            }
-        }
-        out.push(WriteRow {
-            entity_key: serialize_entity_key(&pairs, version),
-            event_ts: ts.value(i),
-            values: values.iter().map(|v| v[i].clone()).collect(),
-        });
-    }
-    Ok(out)
-}
-
 /// Writes the latest row per entity with `start <= event_ts <= end` of `view` to
-/// the online store, streamed from the offline engine in batches. Returns the rows written.
+/// the online store. The scan reads only the needed columns and row groups (the
+/// window is pushed into the Parquet reader) and keeps one row per entity
+/// ([`LatestRows`]), so memory follows the number of entities, not the table.
+/// Returns the rows written.
 pub async fn materialize_view(
     warehouse: &Warehouse,
     target: Target<'_>,
     view: &OnlineView,
     (start, end): (i64, i64),
-    on_progress: &(dyn Fn(&str, u64) + Sync),
+    on_progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<u64, CoreError> {
     let Target { store, project, version } = target;
     use amora_offline::datafusion_prelude::{ident, lit, ParquetReadOptions, ScalarValue};
@@ -212,49 +119,161 @@ pub async fn materialize_view(
         .and_then(|d| d.filter(ident(&view.event_timestamp).gt_eq(lo)))
         .and_then(|d| d.filter(ident(&view.event_timestamp).lt_eq(hi)))
         .map_err(|e| invalid(e.to_string()))?;
-    // The latest row per entity, computed in the engine.
-    let table = format!("__amora_materialize_{}", view.name);
-    let _ = ctx.deregister_table(table.as_str());
-    ctx.register_table(table.as_str(), df.into_view()).map_err(|e| invalid(e.to_string()))?;
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let mut order = vec![format!("{} DESC", q(&view.event_timestamp))];
-    if let Some(c) = &view.created_timestamp {
-        order.push(format!("{} DESC NULLS LAST", q(c)));
+    // The latest row per entity, one accumulator per partition of the scan, in parallel.
+    let streams = df.execute_stream_partitioned().await.map_err(|e| invalid(e.to_string()))?;
+    let scans = streams.into_iter().map(|mut stream| {
+        let mut latest = LatestRows::new(view, version);
+        tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                latest.offer(&batch.map_err(|e| invalid(e.to_string()))?)?;
+            }
+            Ok::<_, CoreError>(latest)
+        })
+    });
+    let mut latest = LatestRows::new(view, version);
+    for part in futures::future::join_all(scans).await {
+        latest.merge(part.map_err(|e| invalid(format!("scan task failed: {e}")))??);
     }
-    let sql = format!(
-        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {}) AS __amora_rn FROM {}) WHERE __amora_rn = 1",
-        view.join_keys.iter().map(|k| q(&k.0)).collect::<Vec<_>>().join(", "),
-        order.join(", "),
-        q(&table)
-    );
-    let mut stream = ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| invalid(e.to_string()))?
-        .execute_stream()
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
+    let (scanned, entities) = latest.counts();
+    let total = entities as u64;
+    on_progress(&view.name, Progress { scanned, written: 0, total });
+    // Pipelined batches, from a few writers at once (as the store prefers), each
+    // taking the next chunk of winners as it goes.
     let names: Vec<String> = view.features.iter().map(|f| f.0.clone()).collect();
-    let mut written = 0u64;
-    let mut pending: Vec<WriteRow> = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| invalid(e.to_string()))?;
-        pending.extend(to_rows(&batch, view, version)?);
-        while pending.len() >= WRITE_BATCH {
-            let rest = pending.split_off(WRITE_BATCH);
-            store.write(project, &view.name, &names, &pending).map_err(CoreError::Online)?;
-            written += pending.len() as u64;
-            on_progress(&view.name, written);
-            pending = rest;
+    let (batch, writers) = store.write_batching();
+    let chunks = std::sync::Mutex::new(latest.into_chunks(batch.max(1)));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let writers = writers.clamp(1, (entities / batch.max(1)).max(1));
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..writers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), CoreError> {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    loop {
+                        if stop.load(Relaxed) {
+                            return Ok(());
+                        }
+                        let next = chunks.lock().map_err(|_| invalid("a writer panicked".into()))?.next();
+                        let Some(chunk) = next else { return Ok(()) };
+                        if let Err(e) = store.write(project, &view.name, &names, &chunk) {
+                            // The first failure stops the others from taking more batches.
+                            stop.store(true, Relaxed);
+                            return Err(CoreError::Online(e));
+                        }
+                        let done = written.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
+                        on_progress(&view.name, Progress { scanned, written: done, total });
+                    }
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for w in workers {
+            let r = w.join().unwrap_or_else(|_| Err(invalid("a writer thread panicked".into())));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })?;
+    Ok(written.into_inner())
+}
+
+/// One view's outcome in a [`materialize`] run.
+#[derive(Debug)]
+pub struct ViewOutcome {
+    pub view: String,
+    /// `(start, end)`, microseconds.
+    pub window: (i64, i64),
+    /// Rows written, or why the view failed (nothing is recorded for it).
+    pub result: Result<u64, CoreError>,
+    pub seconds: f64,
+}
+
+/// What `materialize` and `materialize-incremental` are asked to do. `start: None`
+/// is incremental: from each view's last recorded end, or `now - ttl` when there
+/// is none (`now - 52 weeks` for a ttl of 0), as Feast does.
+#[derive(Debug, Clone)]
+pub struct MaterializeRequest {
+    pub start: Option<i64>,
+    pub end: i64,
+    /// Views by name; empty means every online view.
+    pub views: Vec<String>,
+    pub now: i64,
+    /// Who is recorded in the registry history.
+    pub user: String,
+}
+
+/// A view to materialize and its window `(start, end)`, microseconds.
+pub type PlannedView = (OnlineView, (i64, i64));
+
+/// The views a request selects and the window of each, without doing anything.
+pub fn materialize_plan(
+    file: &RegistryFile,
+    project: &str,
+    root: &Path,
+    req: &MaterializeRequest,
+) -> Result<Vec<PlannedView>, CoreError> {
+    if req.start.is_some_and(|s| s > req.end) {
+        return Err(invalid("START is after END: the interval is empty".into()));
+    }
+    let all = online_views(file, project, root)?;
+    for v in &req.views {
+        if !all.iter().any(|x| x.name == *v) {
+            return Err(CoreError::NotFound {
+                class: "FeatureViewNotFoundException",
+                message: format!("Feature view {v} does not exist in project {project}"),
+            });
         }
     }
-    if !pending.is_empty() {
-        store.write(project, &view.name, &names, &pending).map_err(CoreError::Online)?;
-        written += pending.len() as u64;
-        on_progress(&view.name, written);
+    Ok(all
+        .into_iter()
+        .filter(|v| if req.views.is_empty() { v.online } else { req.views.contains(&v.name) })
+        .map(|v| {
+            let from = req.start.unwrap_or_else(|| match (v.materialized_until, v.ttl_seconds) {
+                (Some(until), _) => until,
+                (None, 0) => req.now - 52 * 7 * 86_400 * 1_000_000,
+                (None, ttl) => req.now - ttl as i64 * 1_000_000,
+            });
+            (v, (from, req.end))
+        })
+        .collect())
+}
+
+/// Materializes the planned views, each on its own thread (their scans share the
+/// runtime's workers), then records the interval of every view whose rows were
+/// all written, with compare-and-swap. A failed view records nothing; running the
+/// same request again converges.
+pub fn materialize(
+    runtime: &tokio::runtime::Handle,
+    registry: &dyn amora_registry::store::RegistryStore,
+    target: Target<'_>,
+    plan: &[PlannedView],
+    user: &str,
+    on_progress: &(dyn Fn(&str, Progress) + Sync),
+) -> Result<Vec<ViewOutcome>, CoreError> {
+    let warehouse = Warehouse::new(0);
+    let outcomes: Vec<ViewOutcome> = std::thread::scope(|s| {
+        let jobs: Vec<_> = plan
+            .iter()
+            .map(|(v, w)| {
+                let warehouse = &warehouse;
+                s.spawn(move || {
+                    let t0 = std::time::Instant::now();
+                    let result = runtime.block_on(materialize_view(warehouse, target, v, *w, on_progress));
+                    ViewOutcome { view: v.name.clone(), window: *w, result, seconds: t0.elapsed().as_secs_f64() }
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().expect("a materialization thread panicked")).collect()
+    });
+    // Only now, with every row of these views written, are their intervals recorded.
+    let done: Vec<(String, i64, i64)> =
+        outcomes.iter().filter(|o| o.result.is_ok()).map(|o| (o.view.clone(), o.window.0, o.window.1)).collect();
+    if !done.is_empty() {
+        amora_registry::ops::record_materialization(registry, target.project, &done, user)?;
     }
-    let _ = ctx.deregister_table(table.as_str());
-    Ok(written)
+    Ok(outcomes)
 }
 
 /// Online read status, as Feast names them.
@@ -282,37 +301,82 @@ pub struct OnlineValue {
 /// read many times (a server caches these).
 #[derive(Debug, Clone)]
 pub struct OnlineRequest {
+    /// Output names, one per requested feature: `feature`, or `view__feature`
+    /// with full feature names.
     pub names: Vec<String>,
     reads: Vec<ViewRead>,
     ttls: Vec<u64>,
-    join_keys: Vec<(String, i32)>,
+    /// The join keys every requested view shares, with their Feast value types.
+    pub join_keys: Vec<(String, i32)>,
 }
 
-/// Resolves `features` (`view:feature`) against the registry.
+fn not_found_view(project: &str, v: &str) -> CoreError {
+    CoreError::NotFound {
+        class: "FeatureViewNotFoundException",
+        message: format!("Feature view {v} does not exist in project {project}"),
+    }
+}
+
+/// Resolves `features` (`view:feature`) against the registry, with short names.
 pub fn resolve_online(
     file: &RegistryFile,
     project: &str,
     root: &Path,
     features: &[String],
 ) -> Result<OnlineRequest, CoreError> {
+    resolve_selection(file, project, root, &crate::FeatureSelection::Refs(features.to_vec()), false)
+}
+
+/// Resolves features or a feature service against the registry. Without full
+/// names, two features with the same name is an error that says so.
+pub fn resolve_selection(
+    file: &RegistryFile,
+    project: &str,
+    root: &Path,
+    selection: &crate::FeatureSelection,
+    full_names: bool,
+) -> Result<OnlineRequest, CoreError> {
+    let refs: Vec<(String, String)> = match selection {
+        crate::FeatureSelection::Refs(refs) => refs
+            .iter()
+            .map(|r| {
+                r.split_once(':')
+                    .map(|(v, f)| (v.to_string(), f.to_string()))
+                    .ok_or_else(|| invalid(format!("feature reference `{r}` is not `view:feature`")))
+            })
+            .collect::<Result<_, _>>()?,
+        crate::FeatureSelection::Service(name) => {
+            let objects = amora_registry::current_objects(file, project)?;
+            let s = objects.feature_services.get(name).and_then(|s| s.spec.as_ref()).ok_or_else(|| {
+                CoreError::NotFound {
+                    class: "FeatureServiceNotFoundException",
+                    message: format!("Feature service {name} does not exist in project {project}"),
+                }
+            })?;
+            s.features
+                .iter()
+                .flat_map(|p| p.feature_columns.iter().map(|c| (p.feature_view_name.clone(), c.name.clone())))
+                .collect()
+        }
+    };
     let views = online_views(file, project, root)?;
     let mut reads: Vec<(ViewRead, &OnlineView)> = Vec::new();
-    let mut names = Vec::new();
-    for r in features {
-        let (v, f) =
-            r.split_once(':').ok_or_else(|| invalid(format!("feature reference `{r}` is not `view:feature`")))?;
-        let view = views
-            .iter()
-            .find(|x| x.name == v)
-            .ok_or_else(|| invalid(format!("project {project} has no feature view `{v}`")))?;
-        if !view.features.iter().any(|x| x.0 == f) {
-            return Err(invalid(format!("feature view `{v}` has no feature `{f}`")));
+    for (v, f) in &refs {
+        let view = views.iter().find(|x| x.name == *v).ok_or_else(|| not_found_view(project, v))?;
+        if !view.features.iter().any(|x| x.0 == *f) {
+            return Err(CoreError::NotFound {
+                class: "FeatureViewNotFoundException",
+                message: format!(
+                    "Feature view {v} has no feature {f} in project {project}; it has: {}",
+                    view.features.iter().map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
         }
-        match reads.iter_mut().find(|(rd, _)| rd.view == v) {
-            Some((rd, _)) => rd.features.push(f.to_string()),
-            None => reads.push((ViewRead { view: v.to_string(), features: vec![f.to_string()] }, view)),
+        match reads.iter_mut().find(|(rd, _)| rd.view == *v) {
+            Some((rd, _)) if rd.features.contains(f) => continue,
+            Some((rd, _)) => rd.features.push(f.clone()),
+            None => reads.push((ViewRead { view: v.clone(), features: vec![f.clone()] }, view)),
         }
-        names.push(f.to_string());
     }
     let first = reads.first().ok_or_else(|| invalid("no features requested".into()))?;
     let join_keys = first.1.join_keys.clone();
@@ -327,6 +391,17 @@ pub fn resolve_online(
                 first.0.view, v.name
             )));
         }
+    }
+    // Output order is view by view (the order values come back in).
+    let names: Vec<String> = reads
+        .iter()
+        .flat_map(|(r, _)| r.features.iter().map(|f| if full_names { format!("{}__{f}", r.view) } else { f.clone() }))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(CoreError::Invalid(format!(
+            "feature name collision: `{dup}` is requested from more than one feature view; set full_feature_names (--full-feature-names) to get `view__feature` names"
+        )));
     }
     Ok(OnlineRequest {
         names,
@@ -344,7 +419,6 @@ pub fn read_online(
     entities: &[Vec<(String, String)>],
     now_micros: i64,
 ) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
-    let Target { store, project, version } = target;
     let mut keys = Vec::with_capacity(entities.len());
     for e in entities {
         let mut pairs = Vec::new();
@@ -362,9 +436,19 @@ pub fn read_online(
             };
             pairs.push((k.as_str(), v));
         }
-        keys.push(serialize_entity_key(&pairs, version));
+        keys.push(serialize_entity_key(&pairs, target.version));
     }
-    let cells = store.read(project, &keys, &request.reads).map_err(CoreError::Online)?;
+    read_keys(target, request, &keys, now_micros)
+}
+
+/// Reads a resolved request for serialized entity keys: one row of values per key.
+pub fn read_keys(
+    target: Target<'_>,
+    request: &OnlineRequest,
+    keys: &[Vec<u8>],
+    now_micros: i64,
+) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
+    let cells = target.store.read(target.project, keys, &request.reads).map_err(CoreError::Online)?;
     Ok(cells
         .into_iter()
         .map(|per_view| {
@@ -405,18 +489,42 @@ pub fn get_online_features(
     Ok((request.names, rows))
 }
 
-/// A `feast.types.Value` as JSON.
+/// A `feast.types.Value` as Feast's feature server writes it: int64 unquoted, a
+/// float widened to double, NaN and infinities as strings, bytes as base64.
 pub fn value_json(v: &Option<Value>) -> serde_json::Value {
     use serde_json::json;
+    let double = |f: f64| {
+        if f.is_nan() {
+            json!("NaN")
+        } else if f.is_infinite() {
+            json!(if f > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            json!(f)
+        }
+    };
     match v.as_ref().and_then(|v| v.val.as_ref()) {
         None => serde_json::Value::Null,
         Some(Val::StringVal(s)) => json!(s),
         Some(Val::Int64Val(i)) | Some(Val::UnixTimestampVal(i)) => json!(i),
         Some(Val::Int32Val(i)) => json!(i),
-        Some(Val::DoubleVal(f)) => json!(f),
-        Some(Val::FloatVal(f)) => json!(f),
+        Some(Val::DoubleVal(f)) => double(*f),
+        Some(Val::FloatVal(f)) => double(f64::from(*f)),
         Some(Val::BoolVal(b)) => json!(b),
-        Some(Val::BytesVal(b)) => json!(b),
+        Some(Val::BytesVal(b)) => json!(base64(b)),
         Some(Val::NullVal(_)) => serde_json::Value::Null,
     }
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { A[(n >> shift) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
 }

@@ -39,6 +39,7 @@ fn read_one(store: &dyn OnlineStore, project: &str, user: i64, view: &str) -> Ve
 
 /// Runs every case against `store`. `project` must be unique to this run.
 pub fn run_all(store: &dyn OnlineStore, project: &str) {
+    store.health().expect("a reachable store reports itself healthy");
     write_then_read(store, &format!("{project}_rw"));
     only_newer_wins(store, &format!("{project}_newer"));
     views_are_independent(store, &format!("{project}_views"));

@@ -11,6 +11,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
+const CACHE_BYTES: usize = 64 << 20;
 
 pub struct EmbeddedStore {
     db: Database,
@@ -26,15 +27,15 @@ fn prefix(project: &str, view: &str) -> Vec<u8> {
     k
 }
 
-fn encode(ts: i64, features: &[String], values: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = ts.to_le_bytes().to_vec();
+fn encode(out: &mut Vec<u8>, ts: i64, features: &[String], values: &[Vec<u8>]) {
+    out.clear();
+    out.extend_from_slice(&ts.to_le_bytes());
     for (f, v) in features.iter().zip(values) {
         out.extend_from_slice(&(f.len() as u32).to_le_bytes());
         out.extend_from_slice(f.as_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);
     }
-    out
 }
 
 fn event_ts(bytes: &[u8]) -> Option<i64> {
@@ -67,7 +68,11 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
-        let db = Database::create(path).map_err(|e| err(&e))?;
+        // A bounded page cache: reads stay in microseconds, memory stays small.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => err(&"in use by another process (a running `amora feature-store serve`?): the embedded store has one owner at a time; stop it, or go through its HTTP API"),
+            other => err(&other),
+        })?;
         Ok(EmbeddedStore { db, path: name })
     }
 
@@ -81,13 +86,23 @@ impl OnlineStore for EmbeddedStore {
         format!("embedded ({})", self.path)
     }
 
+    /// Write transactions are serialized and each commit syncs to disk: few,
+    /// large batches from one writer.
+    fn write_batching(&self) -> (usize, usize) {
+        (50_000, 1)
+    }
+
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError> {
         let p = prefix(project, view);
+        // In key order, so the B-tree is filled page by page.
+        let mut order: Vec<&WriteRow> = rows.iter().collect();
+        order.sort_unstable_by(|a, b| a.entity_key.cmp(&b.entity_key));
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
             let mut key = p.clone();
-            for r in rows {
+            let mut value = Vec::new();
+            for r in order {
                 key.truncate(p.len());
                 key.extend_from_slice(&r.entity_key);
                 let newer = match t.get(key.as_slice()).map_err(|e| self.err(e))? {
@@ -95,8 +110,8 @@ impl OnlineStore for EmbeddedStore {
                     None => true,
                 };
                 if newer {
-                    t.insert(key.as_slice(), encode(r.event_ts, features, &r.values).as_slice())
-                        .map_err(|e| self.err(e))?;
+                    encode(&mut value, r.event_ts, features, &r.values);
+                    t.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
                 }
             }
         }

@@ -52,6 +52,17 @@ pub enum OnlineError {
 pub trait OnlineStore: Send + Sync {
     fn name(&self) -> String;
 
+    /// How bulk writers (materialization) should feed this store: rows per
+    /// `write` call and calls in flight at once.
+    fn write_batching(&self) -> (usize, usize) {
+        (5_000, 4)
+    }
+
+    /// Whether the store answers now (a server's `/health`).
+    fn health(&self) -> Result<(), OnlineError> {
+        Ok(())
+    }
+
     /// Writes rows of one view (`features` names the values' order).
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError>;
 

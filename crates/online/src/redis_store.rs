@@ -197,6 +197,10 @@ impl OnlineStore for RedisStore {
         format!("redis {}", self.address)
     }
 
+    fn health(&self) -> Result<(), OnlineError> {
+        self.with_conn(|c| run::<Vec<String>>(c, vec![redis::cmd("PING")]).map(|_| ()))
+    }
+
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError> {
         if rows.is_empty() {
             return Ok(());

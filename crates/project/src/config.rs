@@ -94,6 +94,9 @@ pub enum OnlineStoreConfig {
         redis_type: RedisType,
         #[serde(default)]
         key_ttl_seconds: Option<u64>,
+        /// Connect and per-command timeout; an unreachable Redis fails within it.
+        #[serde(default = "default_redis_timeout_ms")]
+        timeout_ms: u64,
     },
 }
 
@@ -111,6 +114,9 @@ fn default_redis() -> String {
 }
 fn default_redis_type() -> RedisType {
     RedisType::Redis
+}
+fn default_redis_timeout_ms() -> u64 {
+    5000
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -317,7 +323,8 @@ mod tests {
             OnlineStoreConfig::Redis {
                 connection_string: "127.0.0.1:7000".into(),
                 redis_type: RedisType::Redis,
-                key_ttl_seconds: Some(60)
+                key_ttl_seconds: Some(60),
+                timeout_ms: 5000,
             }
         );
         let env = env_of(&[("AMORA_FEATURE_STORE_REGISTRY", "s3://bk/x/y.db")]);

@@ -86,12 +86,18 @@ pub fn serialize_entity_key(pairs: &[(&str, KeyValue)], version: u32) -> Vec<u8>
         out.extend_from_slice(name.as_bytes());
     }
     for (_, v) in &sorted {
-        let b = v.bytes();
-        out.extend_from_slice(&v.type_tag().to_le_bytes());
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(&b);
+        append_key_value(&mut out, v.type_tag(), &v.bytes());
     }
     out
+}
+
+/// Appends one value block of a serialized entity key (type tag, length, bytes).
+/// A key is [`entity_key_prefix`] then one block per join key, in name order:
+/// writers that build keys column-wise use this to skip the per-row [`KeyValue`].
+pub fn append_key_value(out: &mut Vec<u8>, type_tag: u32, bytes: &[u8]) {
+    out.extend_from_slice(&type_tag.to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// The part of a serialized entity key before the values: what every key of

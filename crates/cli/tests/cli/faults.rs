@@ -1,6 +1,7 @@
-//! Faults: the online store fails in the middle of a materialization. A private
-//! redis-server (never the shared one) whose memory runs out part-way makes the
-//! failure land mid-write, deterministically.
+//! Faults: the online store fails in the middle of a materialization, on a private
+//! redis-server (never the shared one): its memory runs out part-way (deterministic),
+//! or the process is killed with SIGKILL while amora writes and then restarted from
+//! its append-only file, keeping what it had acknowledged.
 
 use std::process::Command;
 
@@ -16,22 +17,15 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> Option<PrivateRedis> {
-        let dir = tempfile::tempdir().unwrap();
         let port = 30_000 + (std::process::id() % 20_000) as u16;
+        PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &["--appendonly", "no"])
+    }
+
+    fn start_on(port: u16, dir: tempfile::TempDir, extra: &[&str]) -> Option<PrivateRedis> {
         let ok = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--daemonize",
-                "yes",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--daemonize", "yes", "--save", ""])
             .args(["--enable-debug-command", "yes"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .arg("--pidfile")
@@ -50,6 +44,36 @@ impl PrivateRedis {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         panic!("private redis-server did not start");
+    }
+
+    /// SIGKILL: no shutdown, no final save; then a new server on the same port
+    /// and folder, which loads the append-only file.
+    fn kill_and_restart(&self, extra: &[&str]) {
+        let pidfile = self.dir.path().join("redis.pid");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        assert!(Command::new("kill").args(["-9", pid.trim()]).status().unwrap().success());
+        while Command::new("kill").args(["-0", pid.trim()]).output().is_ok_and(|o| o.status.success()) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = std::fs::remove_file(&pidfile);
+        let ok = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--daemonize", "yes", "--save", ""])
+            .args(["--enable-debug-command", "yes"])
+            .args(extra)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        for _ in 0..500 {
+            if self.cli(&["ping"]).trim() == "PONG" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("restarted redis-server did not answer");
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -123,4 +147,78 @@ fn a_store_failure_mid_materialization_records_nothing_and_a_rerun_converges() {
     assert_eq!(redis.cli(&["debug", "digest"]), rerun);
     let keys: u64 = after_rerun.trim().parse().unwrap();
     assert!(keys > 20_000 && keys > partial, "{keys} keys, {partial} before the failure");
+}
+
+/// Reads `DBSIZE` over one raw connection (fast enough to catch a write in progress).
+fn dbsize(conn: &mut std::net::TcpStream) -> u64 {
+    use std::io::{BufRead, Write};
+    conn.write_all(b"DBSIZE\r\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&*conn).read_line(&mut line).unwrap();
+    line.trim().trim_start_matches(':').parse().unwrap()
+}
+
+#[test]
+fn redis_killed_mid_materialization_exits_cleanly_and_a_rerun_converges() {
+    // Durable: every acknowledged write survives the SIGKILL, so the rerun starts
+    // from the partial state, as it would against a production Redis.
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let port = 30_000 + ((std::process::id() + 7_919) % 20_000) as u16;
+    let Some(redis) = PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &aof) else { return };
+    let (_tmp, dir) = example("health");
+    // 200,000 sources: dozens of write batches, so the kill lands mid-write.
+    let run: Run = Command::new(env!("CARGO_BIN_EXE_amora"))
+        .args(["generate-health", "--rows", "400000", "--sources", "200000", "--output"])
+        .arg(dir.join("data/health.csv"))
+        .output()
+        .unwrap()
+        .into();
+    run.ok();
+    amora(&dir, &["materialize"]).ok();
+    amora(&dir, &["feature-store", "apply"]).ok();
+    let with_redis = |cmd: &mut Command| {
+        cmd.env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis").env(
+            "AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG",
+            format!("{{\"connection_string\": \"127.0.0.1:{port}\", \"timeout_ms\": 2000}}"),
+        );
+    };
+    let window = ["feature-store", "materialize", "2024-01-01", "2024-03-01"];
+    let mut cmd = amora_cmd(&dir, &window);
+    with_redis(&mut cmd);
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait for the first keys, freeze writes so the kill cannot come after the last
+    // batch, then SIGKILL the server.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while dbsize(&mut conn) == 0 {
+        assert!(std::time::Instant::now() < deadline, "materialization never wrote");
+    }
+    std::io::Write::write_all(&mut conn, b"CLIENT PAUSE 60000 WRITE\r\n").unwrap();
+    let partial = redis.cli(&["dbsize"]).trim().parse::<u64>().unwrap();
+    redis.kill_and_restart(&aof);
+    let failed: Run = child.wait_with_output().unwrap().into();
+    let failed = failed.fails();
+    assert!(
+        failed.stderr.contains("nothing recorded") && failed.stderr.contains(&format!("redis 127.0.0.1:{port}")),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(intervals(&dir), 0, "no interval is recorded after a failure");
+    let kept: u64 = redis.cli(&["dbsize"]).trim().parse().unwrap();
+    assert!(kept >= partial && kept > 0, "the append-only file keeps the partial write ({kept} keys, {partial} seen)");
+    // The rerun converges to exactly what an uninterrupted run writes into an empty server.
+    let mut cmd = amora_cmd(&dir, &window);
+    with_redis(&mut cmd);
+    let rerun: Run = cmd.output().unwrap().into();
+    rerun.ok();
+    assert_eq!(intervals(&dir), 1);
+    let keys: u64 = redis.cli(&["dbsize"]).trim().parse().unwrap();
+    assert!(keys > kept && keys > 100_000, "{keys} keys after the rerun, {kept} after the kill");
+    let digest = redis.cli(&["debug", "digest"]);
+    redis.cli(&["flushall"]);
+    let mut cmd = amora_cmd(&dir, &window);
+    with_redis(&mut cmd);
+    let fresh: Run = cmd.output().unwrap().into();
+    fresh.ok();
+    assert_eq!(redis.cli(&["debug", "digest"]), digest, "rerun after the kill differs from an uninterrupted run");
 }

@@ -261,3 +261,123 @@ fn share_one_redis(python: &Path, redis: &str, redis_type: &str) {
     ]));
     assert_eq!(again["results"][0]["values"], serde_json::json!([12.5]));
 }
+
+/// `feast materialize` (Feast's own offline read and Redis write) into a project's
+/// keys, then amora's materialization of the same interval after a teardown: amora
+/// reads identical values and timestamps both times, and Feast reads amora's.
+#[test]
+fn amora_reads_what_feast_materialize_wrote() {
+    let Some(python) = feast_python() else { return };
+    let redis = std::env::var("AMORA_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let project = format!("amora_feastmat_{}", std::process::id());
+    let (tmp, dir) = example(&project);
+    let with_redis = |args: &[&str]| -> Run {
+        amora_cmd(&dir, args)
+            .env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis")
+            .env("AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG", format!("{{\"connection_string\": \"{redis}\"}}"))
+            .output()
+            .unwrap()
+            .into()
+    };
+    amora(&dir, &["materialize"]).ok();
+    amora(&dir, &["feature-store", "apply"]).ok();
+    let repo = tmp.path().join("feast_repo");
+    feast_repo_on(&dir, &repo, &project, &format!("  type: redis\n  connection_string: \"{redis}\"\n"));
+    let (start, end) = ("2024-01-01T00:00:00", "2024-03-01T00:00:00");
+    feast_online(&python, &repo, &["materialize", start, end, "step_count_by_source"]);
+    let features = "step_count_by_source:value_avg,step_count_by_source:value_sum,step_count_by_source:value_count";
+    let sources = ["Mi Fit", "iPhone", "Apple Watch", "Garmin Connect", "Fitbit", "Strava"];
+    let mut args = vec!["feature-store", "get-online-features", "--features", features, "--json"];
+    let entity_args: Vec<String> = sources.iter().map(|s| format!("source_name={s}")).collect();
+    for e in &entity_args {
+        args.extend(["--entity", e.as_str()]);
+    }
+    let after_feast = json(with_redis(&args));
+    // Every source has a value (old data: OUTSIDE_MAX_AGE under the view's 1h TTL).
+    for r in after_feast["results"].as_array().unwrap() {
+        assert!(r["statuses"].as_array().unwrap().iter().all(|s| s != "NOT_FOUND"), "{after_feast}");
+        assert!(r["values"].as_array().unwrap().iter().all(|v| !v.is_null()), "{after_feast}");
+    }
+    with_redis(&["feature-store", "teardown"]).ok();
+    let gone = json(with_redis(&args));
+    assert!(gone["results"][0]["statuses"].as_array().unwrap().iter().all(|s| s == "NOT_FOUND"), "{gone}");
+    with_redis(&["feature-store", "materialize", start, end, "--view", "step_count_by_source"]).ok();
+    let after_amora = json(with_redis(&args));
+    assert_eq!(after_feast["results"], after_amora["results"], "Feast's and amora's materialization differ");
+    let rows = serde_json::json!(sources.iter().map(|s| serde_json::json!({"source_name": s})).collect::<Vec<_>>());
+    let feast = feast_online(&python, &repo, &["read", features, &rows.to_string()]);
+    for (i, name) in ["value_avg", "value_sum", "value_count"].iter().enumerate() {
+        assert_eq!(feast[name], after_amora["results"][i]["values"], "{name}");
+    }
+    with_redis(&["feature-store", "teardown"]).ok();
+}
+
+/// Feast 0.67's SDK with `online_store: {type: remote}` pointed at `amora feature-store
+/// serve`: it reads amora's values (features and a feature service, short and full
+/// names), its writes land in amora's store, and its `materialize` runs amora's.
+#[test]
+fn feasts_remote_online_store_is_served_by_amora() {
+    use crate::serve::{served_example, Server, SOURCES};
+    let Some(python) = feast_python() else { return };
+    let project = format!("amora_remote_{}", std::process::id());
+    let (tmp, dir) = served_example(&project);
+    let features = "step_count_by_source:value_avg,step_count_by_source:value_sum,step_count_by_source:value_count";
+    let mut args = vec!["feature-store", "get-online-features", "--features", features, "--json"];
+    let entity_args: Vec<String> = SOURCES.iter().map(|s| format!("source_name={s}")).collect();
+    for e in &entity_args {
+        args.extend(["--entity", e.as_str()]);
+    }
+    // amora's own read first: the server then owns the embedded store.
+    let ours = json(amora(&dir, &args));
+    let server = Server::start(&dir, &["--registry-ttl", "1s"], &[]);
+    let repo = tmp.path().join("feast_repo");
+    feast_repo_on(&dir, &repo, &project, &format!("  type: remote\n  path: http://127.0.0.1:{}\n", server.port));
+    let rows = serde_json::json!(SOURCES.iter().map(|s| serde_json::json!({"source_name": s})).collect::<Vec<_>>());
+    let feast = feast_online(&python, &repo, &["read", features, &rows.to_string()]);
+    for (i, name) in ["value_avg", "value_sum", "value_count"].iter().enumerate() {
+        assert_eq!(feast[name], ours["results"][i]["values"], "{name}: Feast read {feast}");
+    }
+    assert_eq!(feast["source_name"], serde_json::json!(SOURCES));
+    assert!(feast["value_avg"][0].is_number() && feast["value_avg"][2].is_null(), "{feast}");
+    let svc = feast_online(&python, &repo, &["read-service", "step_activity", &rows.to_string()]);
+    assert_eq!(svc["step_count_by_source__value_avg"], ours["results"][0]["values"], "{svc}");
+    assert_eq!(svc["step_count_by_source__value_sum"], ours["results"][1]["values"], "{svc}");
+    // Feast's write_to_online_store through the remote store lands in amora's store.
+    let write = serde_json::json!([
+        {"source_name": "Zeta", "event_timestamp": "2030-01-01T00:00:00Z", "created_at": "2030-01-01T00:00:00Z", "value_avg": 1.25, "value_sum": 2.5, "value_count": 2},
+    ]);
+    feast_online(&python, &repo, &["write", "step_count_by_source", &write.to_string()]);
+    let (status, z) = server.post(
+        "/get-online-features",
+        &serde_json::json!({"features": features.split(',').collect::<Vec<_>>(), "entities": {"source_name": ["Zeta"]}}),
+    );
+    assert_eq!(status, 200, "{z}");
+    assert_eq!(z["results"][1]["values"], serde_json::json!([1.25]));
+    assert_eq!(z["results"][3]["values"], serde_json::json!([2]));
+    assert_eq!(z["results"][1]["event_timestamps"], serde_json::json!(["2030-01-01T00:00:00Z"]));
+    // Feast's materialize through the remote store runs amora's materialization.
+    let before = registry(&dir.join("data/registry.db"));
+    let count = |f: &amora_proto::RegistryFile| -> usize {
+        use prost::Message;
+        f.objects(amora_proto::ObjectKind::FeatureView, &project)
+            .map(|(_, raw)| {
+                amora_proto::FeatureView::decode(raw.payload())
+                    .unwrap()
+                    .meta
+                    .unwrap_or_default()
+                    .materialization_intervals
+                    .len()
+            })
+            .sum()
+    };
+    feast_online(
+        &python,
+        &repo,
+        &["materialize", "2024-01-01T00:00:00", "2024-03-02T00:00:00", "step_count_by_source"],
+    );
+    let after = registry(&dir.join("data/registry.db"));
+    assert_eq!(count(&after), count(&before) + 1, "amora recorded the interval Feast asked for");
+    let (code, log) = server.stop();
+    assert_eq!(code, 0);
+    assert!(log.contains("materialized step_count_by_source"), "{log}");
+}

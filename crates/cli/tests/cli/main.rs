@@ -9,4 +9,5 @@ mod historical;
 mod object_stores;
 mod online;
 mod pipeline;
+mod serve;
 mod support;

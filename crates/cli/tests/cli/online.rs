@@ -67,10 +67,10 @@ fn materialize_records_intervals_and_reads_answer_with_statuses() {
     )
     .fails()
     .stderr;
-    assert!(err.contains("has no feature `nope`"), "{err}");
+    assert!(err.contains("has no feature nope") && err.contains("it has: value_avg"), "{err}");
     let err =
         amora(&dir, &["feature-store", "materialize", "2024-01-01", "2024-02-01", "--view", "nope"]).fails().stderr;
-    assert!(err.contains("no feature view `nope`"), "{err}");
+    assert!(err.contains("Feature view nope does not exist in project health"), "{err}");
 }
 
 #[test]

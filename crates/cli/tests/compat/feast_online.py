@@ -2,6 +2,8 @@
 
   python feast_online.py REPO read FEATURES ENTITY_ROWS_JSON   -> JSON {feature: [values...]} via get_online_features
   python feast_online.py REPO write VIEW ROWS_JSON             -> write_to_online_store (event_timestamp as ISO strings)
+  python feast_online.py REPO read-service SERVICE ENTITY_ROWS_JSON -> get_online_features(feature service, full names)
+  python feast_online.py REPO materialize START END VIEW...     -> FeatureStore.materialize (Feast's own offline read)
 """
 import json
 import sys
@@ -18,6 +20,11 @@ def main():
         rows = json.loads(sys.argv[4])
         out = store.get_online_features(features=features, entity_rows=rows).to_dict()
         print(json.dumps(out, default=str))
+    elif cmd == "read-service":
+        service = store.get_feature_service(sys.argv[3])
+        rows = json.loads(sys.argv[4])
+        out = store.get_online_features(features=service, entity_rows=rows, full_feature_names=True).to_dict()
+        print(json.dumps(out, default=str))
     elif cmd == "write":
         view, rows = sys.argv[3], json.loads(sys.argv[4])
         df = pd.DataFrame(rows)
@@ -25,6 +32,14 @@ def main():
             if c in df:
                 df[c] = pd.to_datetime(df[c], utc=True)
         store.write_to_online_store(view, df)
+        print("ok")
+    elif cmd == "materialize":
+        start, end, views = sys.argv[3], sys.argv[4], sys.argv[5:]
+        store.materialize(
+            start_date=pd.Timestamp(start, tz="UTC").to_pydatetime(),
+            end_date=pd.Timestamp(end, tz="UTC").to_pydatetime(),
+            feature_views=views or None,
+        )
         print("ok")
 
 

@@ -1,0 +1,283 @@
+//! Feast's JSON shapes for online reads and writes (the feature server's
+//! `/get-online-features` and `/write-to-online-store`), as pure functions:
+//! columnar entities in, columnar results out, typed by the registry.
+
+use amora_online::WriteRow;
+use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
+use serde_json::{json, Value as Json};
+
+use crate::online::{value_json, OnlineRequest, OnlineValue, OnlineView};
+use crate::CoreError;
+
+/// Columns in the order the request wrote them (a JSON object keeps no order once
+/// parsed into a map; Feast answers entity columns in request order).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns(pub Vec<(String, Vec<Json>)>);
+
+impl<'de> serde::Deserialize<'de> for Columns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Columns, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Columns;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of column name -> list of values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Columns, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Vec<Json>>()? {
+                    out.push((k, v));
+                }
+                Ok(Columns(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Columns {
+    /// The common length of every column; unequal lengths are the caller's mistake.
+    pub fn rows(&self) -> Result<usize, CoreError> {
+        let Some((first, col)) = self.0.first() else { return Ok(0) };
+        for (name, c) in &self.0 {
+            if c.len() != col.len() {
+                return Err(CoreError::Invalid(format!(
+                    "every column must have the same number of values: `{first}` has {}, `{name}` has {}",
+                    col.len(),
+                    c.len()
+                )));
+            }
+        }
+        Ok(col.len())
+    }
+
+    fn get(&self, name: &str) -> Option<&[Json]> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+fn bad(column: &str, what: &str, v: &Json) -> CoreError {
+    CoreError::Invalid(format!("column `{column}` holds {what} values; got {v}"))
+}
+
+/// A join-key value typed by the registry (a JSON number for an Int64 key is an int64).
+fn key_value(column: &str, value_type: i32, v: &Json) -> Result<KeyValue, CoreError> {
+    Ok(match value_type {
+        4 => KeyValue::Int64(v.as_i64().ok_or_else(|| bad(column, "Int64", v))?),
+        3 => KeyValue::Int32(v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(|| bad(column, "Int32", v))?),
+        1 => KeyValue::Bytes(v.as_str().ok_or_else(|| bad(column, "Bytes (string)", v))?.as_bytes().to_vec()),
+        8 => KeyValue::UnixTimestamp(v.as_i64().ok_or_else(|| bad(column, "UnixTimestamp (seconds)", v))?),
+        _ => KeyValue::String(v.as_str().ok_or_else(|| bad(column, "String", v))?.to_string()),
+    })
+}
+
+/// Serialized entity keys for columnar `entities`: every join key of the request
+/// must be there; a column that is no join key is an error naming the keys.
+pub fn entity_keys(join_keys: &[(String, i32)], entities: &Columns, version: u32) -> Result<Vec<Vec<u8>>, CoreError> {
+    let n = entities.rows()?;
+    for (name, _) in &entities.0 {
+        if !join_keys.iter().any(|(k, _)| k == name) {
+            return Err(CoreError::Invalid(format!(
+                "entity column `{name}` is not a join key of the requested feature views; their join keys are: {}",
+                join_keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let cols: Vec<(&str, i32, &[Json])> = join_keys
+        .iter()
+        .map(|(k, t)| {
+            entities
+                .get(k)
+                .map(|c| (k.as_str(), *t, c))
+                .ok_or_else(|| CoreError::Invalid(format!("missing entity column `{k}` (a join key)")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut keys = Vec::with_capacity(n);
+    let mut pairs = Vec::with_capacity(cols.len());
+    for i in 0..n {
+        pairs.clear();
+        for (k, t, c) in &cols {
+            pairs.push((*k, key_value(k, *t, &c[i])?));
+        }
+        keys.push(serialize_entity_key(&pairs, version));
+    }
+    Ok(keys)
+}
+
+/// RFC 3339, UTC, `Z`, with as many fraction digits as needed (Feast's format).
+pub fn format_ts(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+const EPOCH: &str = "1970-01-01T00:00:00Z";
+
+/// Feast's `/get-online-features` response: entity columns first (request order),
+/// then one column per feature, each with values, statuses and event timestamps.
+pub fn response(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineValue>]) -> Json {
+    let mut names: Vec<&str> = Vec::new();
+    let mut results: Vec<Json> = Vec::new();
+    for (name, values) in &entities.0 {
+        names.push(name);
+        results.push(json!({
+            "values": values,
+            "statuses": vec!["PRESENT"; values.len()],
+            "event_timestamps": vec![EPOCH; values.len()],
+        }));
+    }
+    for (i, name) in request.names.iter().enumerate() {
+        names.push(name);
+        results.push(json!({
+            "values": rows.iter().map(|r| value_json(&r[i].value)).collect::<Vec<_>>(),
+            "statuses": rows.iter().map(|r| r[i].status).collect::<Vec<_>>(),
+            "event_timestamps": rows.iter().map(|r| r[i].event_ts.map_or_else(|| EPOCH.to_string(), format_ts)).collect::<Vec<_>>(),
+        }));
+    }
+    json!({"metadata": {"feature_names": names}, "results": results})
+}
+
+/// A timestamp as JSON carries it: RFC 3339, a naive ISO time taken as UTC, or a
+/// number of seconds since the epoch.
+pub fn parse_ts(v: &Json) -> Option<i64> {
+    if let Some(f) = v.as_f64() {
+        return Some((f * 1e6).round() as i64);
+    }
+    let s = v.as_str()?.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_micros());
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(s, f) {
+            return Some(t.timestamp_micros());
+        }
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    None
+}
+
+/// A feature value typed by the registry; null is Feast's null (an unset Value).
+fn feature_value(column: &str, value_type: i32, v: &Json) -> Result<Value, CoreError> {
+    if v.is_null() {
+        return Ok(Value { val: None });
+    }
+    let val = match value_type {
+        1 => Val::BytesVal(v.as_str().ok_or_else(|| bad(column, "Bytes", v))?.as_bytes().to_vec()),
+        2 => Val::StringVal(match v {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        3 => Val::Int32Val(v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(|| bad(column, "Int32", v))?),
+        4 => Val::Int64Val(v.as_i64().ok_or_else(|| bad(column, "Int64", v))?),
+        5 => Val::DoubleVal(number(v).ok_or_else(|| bad(column, "Double", v))?),
+        6 => Val::FloatVal(number(v).ok_or_else(|| bad(column, "Float", v))? as f32),
+        7 => Val::BoolVal(v.as_bool().ok_or_else(|| bad(column, "Bool", v))?),
+        8 => Val::UnixTimestampVal(parse_ts(v).ok_or_else(|| bad(column, "UnixTimestamp", v))?.div_euclid(1_000_000)),
+        other => {
+            return Err(CoreError::Invalid(format!(
+                "feature `{column}` has type {}, which amora cannot write online yet",
+                amora_proto::value_type_names::value_type_name(other)
+            )))
+        }
+    };
+    Ok(Value { val: Some(val) })
+}
+
+fn number(v: &Json) -> Option<f64> {
+    match v {
+        Json::String(s) if s == "NaN" => Some(f64::NAN),
+        Json::String(s) if s == "Infinity" => Some(f64::INFINITY),
+        Json::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
+        other => other.as_f64(),
+    }
+}
+
+/// Online rows for `view` from a columnar frame (`/write-to-online-store`, `/push`):
+/// every join key, the event timestamp column and every feature must be there.
+pub fn write_rows(view: &OnlineView, df: &Columns, version: u32) -> Result<Vec<WriteRow>, CoreError> {
+    let n = df.rows()?;
+    // Feast's remote online store always names the column `event_timestamp`.
+    let ts_name = if df.get(&view.event_timestamp).is_none() && df.get("event_timestamp").is_some() {
+        "event_timestamp"
+    } else {
+        view.event_timestamp.as_str()
+    };
+    let mut needed: Vec<&str> = view.join_keys.iter().map(|k| k.0.as_str()).collect();
+    needed.push(ts_name);
+    needed.extend(view.features.iter().map(|f| f.0.as_str()));
+    let missing: Vec<&str> = needed.iter().copied().filter(|c| df.get(c).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(CoreError::Invalid(format!(
+            "feature view `{}` needs the columns {}; missing: {}",
+            view.name,
+            needed.join(", "),
+            missing.join(", ")
+        )));
+    }
+    let keys = entity_keys(
+        &view.join_keys,
+        &Columns(view.join_keys.iter().map(|(k, _)| (k.clone(), df.get(k).unwrap_or_default().to_vec())).collect()),
+        version,
+    )?;
+    let ts_col = df.get(ts_name).unwrap_or_default();
+    let features: Vec<(&str, i32, &[Json])> =
+        view.features.iter().map(|(f, t)| (f.as_str(), *t, df.get(f).unwrap_or_default())).collect();
+    let mut rows = Vec::with_capacity(n);
+    for (i, entity_key) in keys.into_iter().enumerate() {
+        let event_ts = parse_ts(&ts_col[i]).ok_or_else(|| bad(ts_name, "timestamp", &ts_col[i]))?;
+        let values = features
+            .iter()
+            .map(|(f, t, c)| feature_value(f, *t, &c[i]).map(|v| prost::Message::encode_to_vec(&v)))
+            .collect::<Result<_, _>>()?;
+        rows.push(WriteRow { entity_key, event_ts, values });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(text: &str) -> Columns {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn columns_keep_request_order_and_check_lengths() {
+        let c = columns(r#"{"zeta": [1, 2], "alpha": ["a", "b"]}"#);
+        assert_eq!(c.0.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["zeta", "alpha"]);
+        assert_eq!(c.rows().unwrap(), 2);
+        let err = columns(r#"{"a": [1], "b": [1, 2]}"#).rows().unwrap_err().to_string();
+        assert!(err.contains("`a` has 1, `b` has 2"), "{err}");
+    }
+
+    #[test]
+    fn entity_keys_are_typed_by_the_registry() {
+        let keys = vec![("driver_id".to_string(), 4)];
+        let got = entity_keys(&keys, &columns(r#"{"driver_id": [1001]}"#), 3).unwrap();
+        assert_eq!(got, vec![serialize_entity_key(&[("driver_id", KeyValue::Int64(1001))], 3)]);
+        let err = entity_keys(&keys, &columns(r#"{"driver_id": ["x"]}"#), 3).unwrap_err().to_string();
+        assert!(err.contains("`driver_id` holds Int64"), "{err}");
+        let err = entity_keys(&keys, &columns(r#"{"rider": [1]}"#), 3).unwrap_err().to_string();
+        assert!(err.contains("`rider` is not a join key") && err.contains("driver_id"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_and_values_read_like_feast_writes_them() {
+        assert_eq!(parse_ts(&json!("2024-01-02T00:00:00Z")), Some(1_704_153_600_000_000));
+        assert_eq!(parse_ts(&json!("2024-01-02T00:00:00")), Some(1_704_153_600_000_000));
+        assert_eq!(parse_ts(&json!("2024-01-02 02:00:00+02:00")), Some(1_704_153_600_000_000));
+        assert_eq!(parse_ts(&json!("2024-01-02T00:00:00.5")), Some(1_704_153_600_500_000));
+        assert_eq!(format_ts(1_704_153_600_500_000), "2024-01-02T00:00:00.500Z");
+        assert_eq!(format_ts(1_704_153_600_000_000), "2024-01-02T00:00:00Z");
+        assert_eq!(feature_value("x", 6, &json!(0.5)).unwrap().val, Some(Val::FloatVal(0.5)));
+        assert_eq!(feature_value("x", 4, &json!(null)).unwrap().val, None);
+        assert!(feature_value("x", 4, &json!(1.5)).is_err());
+        // A float widens to the double Python prints; NaN is a string.
+        let f = Some(Value { val: Some(Val::FloatVal(0.667_892_6)) });
+        assert_eq!(value_json(&f).to_string(), "0.667892575263977"); // Feast's captured value
+        assert_eq!(value_json(&Some(Value { val: Some(Val::DoubleVal(f64::NAN)) })), json!("NaN"));
+        assert_eq!(value_json(&Some(Value { val: Some(Val::BytesVal(b"hi!?".to_vec())) })), json!("aGkhPw=="));
+    }
+}
