@@ -310,6 +310,14 @@ pub struct OnlineRequest {
     pub join_keys: Vec<(String, i32)>,
 }
 
+impl OnlineRequest {
+    /// A request with output names only (for tests of response shapes).
+    #[doc(hidden)]
+    pub fn for_tests(names: Vec<String>) -> OnlineRequest {
+        OnlineRequest { names, reads: Vec::new(), ttls: Vec::new(), join_keys: Vec::new() }
+    }
+}
+
 fn not_found_view(project: &str, v: &str) -> CoreError {
     CoreError::NotFound {
         class: "FeatureViewNotFoundException",

@@ -6,7 +6,7 @@ use amora_online::WriteRow;
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use serde_json::{json, Value as Json};
 
-use crate::online::{value_json, OnlineRequest, OnlineValue, OnlineView};
+use crate::online::{value_json, OnlineRequest, OnlineValue, OnlineView, Status};
 use crate::CoreError;
 
 /// Columns in the order the request wrote them (a JSON object keeps no order once
@@ -136,6 +136,128 @@ pub fn response(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineV
     json!({"metadata": {"feature_names": names}, "results": results})
 }
 
+/// [`response`], serialized straight into bytes: the server's hot path (no JSON
+/// tree, each distinct event timestamp of a row formatted once).
+pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineValue>]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out: Vec<u8> = Vec::with_capacity(256 + rows.len() * request.names.len() * 48);
+    let n = rows.len();
+    out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");
+    let names = entities.0.iter().map(|(n, _)| n).chain(&request.names);
+    for (i, name) in names.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, name);
+    }
+    out.extend_from_slice(b"]},\"results\":[");
+    let list = |out: &mut Vec<u8>, item: &str| {
+        for i in 0..n {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item.as_bytes());
+        }
+    };
+    let mut first = true;
+    for (_, values) in &entities.0 {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(b"{\"values\":");
+        let _ = serde_json::to_writer(&mut out, values);
+        out.extend_from_slice(b",\"statuses\":[");
+        list(&mut out, "\"PRESENT\"");
+        out.extend_from_slice(b"],\"event_timestamps\":[");
+        list(&mut out, "\"1970-01-01T00:00:00Z\"");
+        out.extend_from_slice(b"]}");
+    }
+    // Each row's distinct event timestamps (one per view), formatted once.
+    let mut stamps: Vec<Vec<(i64, String)>> = vec![Vec::new(); n];
+    for f in 0..request.names.len() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(b"{\"values\":[");
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_value(&mut out, &r[f].value);
+        }
+        out.extend_from_slice(b"],\"statuses\":[");
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let s = match r[f].status {
+                Status::Present => "\"PRESENT\"",
+                Status::NotFound => "\"NOT_FOUND\"",
+                Status::NullValue => "\"NULL_VALUE\"",
+                Status::OutsideMaxAge => "\"OUTSIDE_MAX_AGE\"",
+            };
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.extend_from_slice(b"],\"event_timestamps\":[");
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match r[f].event_ts {
+                None => out.extend_from_slice(b"\"1970-01-01T00:00:00Z\""),
+                Some(ts) => {
+                    let cache = &mut stamps[i];
+                    let text = match cache.iter().position(|(t, _)| *t == ts) {
+                        Some(p) => &cache[p].1,
+                        None => {
+                            cache.push((ts, format_ts(ts)));
+                            &cache[cache.len() - 1].1
+                        }
+                    };
+                    let _ = write!(out, "\"{text}\"");
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// One value as [`value_json`] renders it, written directly.
+fn write_value(out: &mut Vec<u8>, v: &Option<Value>) {
+    use std::io::Write;
+    let double = |out: &mut Vec<u8>, f: f64| {
+        if f.is_nan() {
+            out.extend_from_slice(b"\"NaN\"");
+        } else if f.is_infinite() {
+            out.extend_from_slice(if f > 0.0 { b"\"Infinity\"" } else { b"\"-Infinity\"" });
+        } else {
+            let _ = serde_json::to_writer(&mut *out, &f);
+        }
+    };
+    match v.as_ref().and_then(|v| v.val.as_ref()) {
+        None | Some(Val::NullVal(_)) => out.extend_from_slice(b"null"),
+        Some(Val::StringVal(s)) => {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        Some(Val::Int64Val(i)) | Some(Val::UnixTimestampVal(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(Val::Int32Val(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(Val::DoubleVal(f)) => double(out, *f),
+        Some(Val::FloatVal(f)) => double(out, f64::from(*f)),
+        Some(Val::BoolVal(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Some(Val::BytesVal(b)) => {
+            let _ = write!(out, "\"{}\"", crate::online::base64(b));
+        }
+    }
+}
+
 /// A timestamp as JSON carries it: RFC 3339, a naive ISO time taken as UTC, or a
 /// number of seconds since the epoch.
 pub fn parse_ts(v: &Json) -> Option<i64> {
@@ -261,6 +383,42 @@ mod tests {
         assert!(err.contains("`driver_id` holds Int64"), "{err}");
         let err = entity_keys(&keys, &columns(r#"{"rider": [1]}"#), 3).unwrap_err().to_string();
         assert!(err.contains("`rider` is not a join key") && err.contains("driver_id"), "{err}");
+    }
+
+    #[test]
+    fn the_byte_writer_matches_the_json_tree() {
+        use crate::online::OnlineValue;
+        let values = [
+            Some(Val::DoubleVal(0.1)),
+            Some(Val::FloatVal(0.667_892_6)),
+            Some(Val::DoubleVal(f64::NEG_INFINITY)),
+            Some(Val::Int64Val(-3)),
+            Some(Val::Int32Val(7)),
+            Some(Val::StringVal("a \"q\" é\n".into())),
+            Some(Val::BoolVal(true)),
+            Some(Val::BytesVal(vec![0, 255])),
+            Some(Val::UnixTimestampVal(5)),
+            None,
+        ];
+        let statuses = [Status::Present, Status::NotFound, Status::NullValue, Status::OutsideMaxAge];
+        let rows: Vec<Vec<OnlineValue>> = (0..3)
+            .map(|r| {
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| OnlineValue {
+                        value: v.clone().map(|v| Value { val: Some(v) }),
+                        status: statuses[(i + r) % 4],
+                        event_ts: (i % 3 != 0).then_some(1_704_153_600_000_000 + (i as i64 % 2) * 1500 + r as i64),
+                    })
+                    .collect()
+            })
+            .collect();
+        let request = crate::online::OnlineRequest::for_tests((0..values.len()).map(|i| format!("f{i}")).collect());
+        let entities = columns(r#"{"id": [1, 2, 3], "name": ["a", "b", "c"]}"#);
+        let tree = response(&request, &entities, &rows);
+        let bytes: Json = serde_json::from_slice(&response_bytes(&request, &entities, &rows)).unwrap();
+        assert_eq!(bytes, tree);
     }
 
     #[test]

@@ -198,7 +198,11 @@ impl OnlineStore for RedisStore {
     }
 
     fn health(&self) -> Result<(), OnlineError> {
-        self.with_conn(|c| run::<Vec<String>>(c, vec![redis::cmd("PING")]).map(|_| ()))
+        // Not pipelined: a cluster routes a keyless PING to its nodes itself.
+        self.with_conn(|c| match c {
+            Conn::Single(c) => redis::cmd("PING").query::<redis::Value>(c).map(|_| ()),
+            Conn::Cluster(c) => redis::cmd("PING").query::<redis::Value>(c.as_mut()).map(|_| ()),
+        })
     }
 
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError> {

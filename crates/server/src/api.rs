@@ -256,11 +256,12 @@ fn get_online_features(service: &Service, b: GetOnlineBody) -> Result<Reply, Api
     let result = read_keys(target, &request, &keys, now_micros());
     service.metrics.store_read(t0.elapsed(), keys.len(), result.is_ok());
     let values = result?;
-    let mut out = online_json::response(&request, &b.entities, &values);
     if b.include_feature_view_version_metadata {
+        let mut out = online_json::response(&request, &b.entities, &values);
         out["metadata"]["feature_view_metadata"] = json!([]);
+        return Ok(ok_json(&out));
     }
-    Ok(ok_json(&out))
+    Ok(json_reply(StatusCode::OK, online_json::response_bytes(&request, &b.entities, &values)))
 }
 
 #[derive(Deserialize)]
