@@ -11,7 +11,6 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
-const CACHE_BYTES: usize = 64 << 20;
 
 pub struct EmbeddedStore {
     db: Database,
@@ -68,8 +67,7 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
-        // A bounded page cache: reads stay in microseconds, memory stays small.
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+        let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => err(&"in use by another process (a running `amora feature-store serve`?): the embedded store has one owner at a time; stop it, or go through its HTTP API"),
             other => err(&other),
         })?;
