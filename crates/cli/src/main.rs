@@ -188,6 +188,9 @@ enum FsCommand {
         host: String,
         #[arg(long, short = 'p', default_value_t = 6566)]
         port: u16,
+        /// Also serve Feast's gRPC ServingService on this port.
+        #[arg(long)]
+        grpc_port: Option<u16>,
         /// How often the registry is re-read in the background (e.g. 5s, 1m).
         #[arg(long, default_value = "5s")]
         registry_ttl: String,
@@ -528,6 +531,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
         FsCommand::Serve {
             host,
             port,
+            grpc_port,
             registry_ttl,
             workers,
             max_body_bytes,
@@ -563,6 +567,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot bind to {host}:{port}: not an address"))?;
             let server_config = amora_server::ServerConfig {
                 addr,
+                grpc_addr: grpc_port.map(|p| std::net::SocketAddr::new(addr.ip(), p)),
                 registry_ttl: std::time::Duration::from_secs(ttl.max(1)),
                 max_body_bytes,
                 max_entities,

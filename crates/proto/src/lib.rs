@@ -11,6 +11,7 @@ pub mod file;
 pub mod json;
 pub mod messages;
 pub mod online;
+pub mod serving;
 pub mod value_type_names;
 
 pub use file::{ObjectKind, RawField, RegistryFile};

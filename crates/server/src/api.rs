@@ -35,6 +35,14 @@ impl ApiError {
         ApiError { status, module, class, message: message.into() }
     }
 
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "ValueError", message)
     }
@@ -210,7 +218,11 @@ struct GetOnlineBody {
     request_context: Option<Json>,
 }
 
-fn resolved(service: &Service, selection: FeatureSelection, full: bool) -> Result<Arc<OnlineRequest>, ApiError> {
+pub(crate) fn resolved(
+    service: &Service,
+    selection: FeatureSelection,
+    full: bool,
+) -> Result<Arc<OnlineRequest>, ApiError> {
     let snap = service.snapshot();
     let key = match &selection {
         FeatureSelection::Refs(r) => format!("{full}|f|{}", r.join("\n")),

@@ -8,6 +8,7 @@
 //! trip for Redis) and run on the request's worker thread.
 
 mod api;
+mod grpc;
 pub mod metrics;
 mod openapi;
 
@@ -26,6 +27,8 @@ use amora_registry::store::RegistryStore;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub addr: SocketAddr,
+    /// Where Feast's gRPC `ServingService` listens, if anywhere.
+    pub grpc_addr: Option<SocketAddr>,
     pub registry_ttl: Duration,
     /// Request bodies larger than this are refused (413).
     pub max_body_bytes: usize,
@@ -163,6 +166,18 @@ pub async fn serve(service: Arc<Service>) -> std::io::Result<()> {
             None => return,
         }
     });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let grpc = match service.config.grpc_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!("serving feast.serving.ServingService (gRPC) on {}", l.local_addr()?);
+            let mut rx = stopped.clone();
+            Some(tokio::spawn(grpc::serve(service.clone(), l, async move {
+                let _ = rx.changed().await;
+            })))
+        }
+        None => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -192,6 +207,10 @@ pub async fn serve(service: Arc<Service>) -> std::io::Result<()> {
     }
     tracing::info!("shutting down: finishing in-flight requests");
     drop(listener);
+    let _ = stop.send(true);
+    if let Some(g) = grpc {
+        let _ = g.await;
+    }
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("gave up waiting for connections after 30 s"),

@@ -381,3 +381,47 @@ fn feasts_remote_online_store_is_served_by_amora() {
     assert_eq!(code, 0);
     assert!(log.contains("materialized step_count_by_source"), "{log}");
 }
+
+/// Feast's own generated gRPC stubs (`feast.serving.ServingService`) against
+/// `serve --grpc-port`: the same values and statuses as the HTTP API, and
+/// NOT_FOUND for an unknown view.
+#[test]
+fn feasts_grpc_stubs_read_amoras_serving_service() {
+    use crate::serve::{served_example, Server, SOURCES};
+    let Some(python) = feast_python() else { return };
+    let (_tmp, dir) = served_example("served_grpc");
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Server::start(&dir, &["--grpc-port", &grpc_port.to_string()], &[]);
+    let features = "step_count_by_source:value_avg,step_count_by_source:value_count";
+    let (status, http) = server.post(
+        "/get-online-features",
+        &serde_json::json!({"features": features.split(',').collect::<Vec<_>>(), "entities": {"source_name": SOURCES}}),
+    );
+    assert_eq!(status, 200);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/feast_grpc.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(grpc_port.to_string())
+        .arg(features)
+        .arg(serde_json::json!(SOURCES).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "feast_grpc.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let grpc: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert!(grpc["version"].as_str().unwrap().starts_with("amora"), "{grpc}");
+    assert_eq!(grpc["names"], http["metadata"]["feature_names"]);
+    let code = |s: &serde_json::Value| match s.as_str().unwrap() {
+        "PRESENT" => 1,
+        "NULL_VALUE" => 2,
+        "NOT_FOUND" => 3,
+        "OUTSIDE_MAX_AGE" => 4,
+        other => panic!("{other}"),
+    };
+    for i in 0..3 {
+        assert_eq!(grpc["values"][i], http["results"][i]["values"], "column {i}");
+        let statuses: Vec<i64> = http["results"][i]["statuses"].as_array().unwrap().iter().map(code).collect();
+        assert_eq!(grpc["statuses"][i], serde_json::json!(statuses), "column {i}");
+    }
+    assert_eq!(grpc["missing_view_code"], "NOT_FOUND", "{grpc}");
+    assert!(grpc["missing_view_message"].as_str().unwrap().contains("nope"), "{grpc}");
+}
