@@ -457,12 +457,28 @@ pub fn read_keys(
     now_micros: i64,
 ) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
     let cells = target.store.read(target.project, keys, &request.reads).map_err(CoreError::Online)?;
-    Ok(cells
+    Ok(with_statuses(cells, &request.ttls, now_micros))
+}
+
+/// [`read_keys`] through the store's async read (a server's request path).
+pub async fn read_keys_async(
+    target: Target<'_>,
+    request: &OnlineRequest,
+    keys: &[Vec<u8>],
+    now_micros: i64,
+) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
+    let cells = target.store.read_async(target.project, keys, &request.reads).await.map_err(CoreError::Online)?;
+    Ok(with_statuses(cells, &request.ttls, now_micros))
+}
+
+/// Store cells -> values with Feast's statuses (TTL checked at `now_micros`).
+fn with_statuses(cells: Vec<Vec<Vec<amora_online::Cell>>>, ttls: &[u64], now_micros: i64) -> Vec<Vec<OnlineValue>> {
+    cells
         .into_iter()
         .map(|per_view| {
             per_view
                 .into_iter()
-                .zip(&request.ttls)
+                .zip(ttls)
                 .flat_map(|(cells, ttl)| {
                     cells.into_iter().map(move |c| {
                         let value: Option<Value> =
@@ -480,7 +496,7 @@ pub fn read_keys(
                 })
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 /// Resolves and reads in one call: feature names and one row of values per entity.

@@ -45,6 +45,22 @@ pub fn run_all(store: &dyn OnlineStore, project: &str) {
     views_are_independent(store, &format!("{project}_views"));
     projects_are_isolated(store, &format!("{project}_iso"));
     delete_view_removes_only_that_view(store, &format!("{project}_del"));
+    async_reads_match_blocking_reads(store, &format!("{project}_async"));
+}
+
+/// `read_async` (a server's path) answers exactly what `read` does, found and
+/// missing keys alike, request after request on its shared connection.
+fn async_reads_match_blocking_reads(store: &dyn OnlineStore, p: &str) {
+    store.write(p, "v", &feats(), &[row(1, 1_000_000, 1.5, Some("x")), row(2, 2_000_000, 2.5, None)]).unwrap();
+    let views = [ViewRead { view: "v".into(), features: feats() }, ViewRead { view: "w".into(), features: feats() }];
+    let keys: Vec<Vec<u8>> = (0..4).map(key).collect();
+    let blocking = store.read(p, &keys, &views).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        for _ in 0..16 {
+            assert_eq!(store.read_async(p, &keys, &views).await.unwrap(), blocking);
+        }
+    });
 }
 
 fn double(v: f64) -> Option<Value> {

@@ -47,6 +47,10 @@ pub enum OnlineError {
     Backend { store: String, message: String },
 }
 
+/// What [`OnlineStore::read_async`] returns.
+pub type ReadFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Vec<Vec<Cell>>>, OnlineError>> + Send + 'a>>;
+
 /// An online store. Writes replace a view's values for an entity only when the
 /// event timestamp is strictly newer, and never touch other views' values.
 pub trait OnlineStore: Send + Sync {
@@ -73,6 +77,13 @@ pub trait OnlineStore: Send + Sync {
         entity_keys: &[Vec<u8>],
         views: &[ViewRead],
     ) -> Result<Vec<Vec<Vec<Cell>>>, OnlineError>;
+
+    /// [`OnlineStore::read`] for async servers. Stores whose reads block on the
+    /// network override it (Redis multiplexes concurrent requests on one
+    /// connection); the default answers with the blocking read.
+    fn read_async<'a>(&'a self, project: &'a str, entity_keys: &'a [Vec<u8>], views: &'a [ViewRead]) -> ReadFuture<'a> {
+        Box::pin(std::future::ready(self.read(project, entity_keys, views)))
+    }
 
     /// Removes a view's values for every entity of the project; other projects and
     /// other views keep theirs. `join_keys` and the serialization `version` identify

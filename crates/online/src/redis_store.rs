@@ -13,6 +13,9 @@ use amora_proto::online::{decode_timestamp, encode_timestamp, feature_field, red
 
 use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
 
+/// Multiplexed connections per store for async reads.
+const MULTIPLEXED: usize = 2;
+
 enum Client {
     Single(redis::Client),
     Cluster(redis::cluster::ClusterClient),
@@ -32,6 +35,11 @@ pub struct RedisStore {
     key_ttl_seconds: Option<u64>,
     timeout: Duration,
     pool: std::sync::Mutex<Vec<Conn>>,
+    /// A few multiplexed connections for async reads (standalone), taken in
+    /// turn: concurrent requests share each one, their commands pipelined
+    /// together, and replies are parsed on more than one task.
+    multiplexed: Vec<std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>>,
+    next_multiplexed: std::sync::atomic::AtomicUsize,
 }
 
 /// A pipeline of commands, for either kind of connection.
@@ -117,6 +125,8 @@ impl RedisStore {
             key_ttl_seconds,
             timeout,
             pool: std::sync::Mutex::new(Vec::new()),
+            multiplexed: (0..MULTIPLEXED).map(|_| std::sync::Mutex::new(None)).collect(),
+            next_multiplexed: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -263,44 +273,59 @@ impl OnlineStore for RedisStore {
             return Ok(entity_keys.iter().map(|_| views.iter().map(|_| Vec::new()).collect()).collect());
         }
         // One HMGET per entity key with the fields of every view: one round trip.
-        let mut fields: Vec<Vec<u8>> = Vec::new();
-        for v in views {
-            fields.push(timestamp_field(&v.view));
-            fields.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
-        }
-        let replies: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|c| {
-            let cmds = entity_keys
-                .iter()
-                .map(|ek| redis::cmd("HMGET").arg(redis_key(ek, project)).arg(&fields).clone())
-                .collect();
-            run(c, cmds)
-        })?;
-        Ok(replies
-            .into_iter()
-            .map(|reply| {
-                let mut pos = 0;
-                views
-                    .iter()
-                    .map(|v| {
-                        let ts = reply.get(pos).cloned().flatten().as_deref().and_then(decode_timestamp);
-                        pos += 1;
-                        let cells = v
-                            .features
-                            .iter()
-                            .map(|_| {
-                                let cell = match reply.get(pos).cloned().flatten() {
-                                    Some(value) => Cell { value, event_ts: ts, found: true },
-                                    None => Cell { value: vec![], event_ts: ts, found: false },
-                                };
-                                pos += 1;
-                                cell
-                            })
-                            .collect();
-                        cells
-                    })
-                    .collect()
-            })
-            .collect())
+        let cmds = hmgets(project, entity_keys, views);
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|c| run(c, cmds))?;
+        Ok(cells(replies, views))
+    }
+
+    fn read_async<'a>(
+        &'a self,
+        project: &'a str,
+        entity_keys: &'a [Vec<u8>],
+        views: &'a [ViewRead],
+    ) -> crate::ReadFuture<'a> {
+        Box::pin(async move {
+            let Client::Single(client) = &self.client else {
+                // A cluster reads through its blocking pooled connections.
+                return self.read(project, entity_keys, views);
+            };
+            if views.is_empty() || entity_keys.is_empty() {
+                return self.read(project, entity_keys, views);
+            }
+            let n = self.next_multiplexed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % MULTIPLEXED;
+            let slot = &self.multiplexed[n];
+            let cached = slot.lock().ok().and_then(|c| c.clone());
+            let mut conn = match cached {
+                Some(c) => c,
+                None => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(self.timeout));
+                    let c =
+                        client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.err(e))?;
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some(c.clone());
+                    }
+                    c
+                }
+            };
+            let mut p = redis::pipe();
+            for cmd in hmgets(project, entity_keys, views) {
+                p.add_command(cmd);
+            }
+            match p.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn).await {
+                Ok(replies) => Ok(cells(replies, views)),
+                Err(e) => {
+                    // A broken connection is replaced on the next read.
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+                        if let Ok(mut slot) = slot.lock() {
+                            *slot = None;
+                        }
+                    }
+                    Err(self.err(e))
+                }
+            }
+        })
     }
 
     fn delete_view(
@@ -331,6 +356,39 @@ impl OnlineStore for RedisStore {
         }
         Ok(())
     }
+}
+
+/// One `HMGET key _ts:<view> field... [_ts:<view2> field...]` per entity key.
+fn hmgets(project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Vec<redis::Cmd> {
+    let mut fields: Vec<Vec<u8>> = Vec::new();
+    for v in views {
+        fields.push(timestamp_field(&v.view));
+        fields.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
+    }
+    entity_keys.iter().map(|ek| redis::cmd("HMGET").arg(redis_key(ek, project)).arg(&fields).clone()).collect()
+}
+
+/// HMGET replies -> `out[entity][view][feature]`.
+fn cells(replies: Vec<Vec<Option<Vec<u8>>>>, views: &[ViewRead]) -> Vec<Vec<Vec<Cell>>> {
+    replies
+        .into_iter()
+        .map(|reply| {
+            let mut reply = reply.into_iter();
+            views
+                .iter()
+                .map(|v| {
+                    let ts = reply.next().flatten().as_deref().and_then(decode_timestamp);
+                    v.features
+                        .iter()
+                        .map(|_| match reply.next().flatten() {
+                            Some(value) => Cell { value, event_ts: ts, found: true },
+                            None => Cell { value: vec![], event_ts: ts, found: false },
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn glob_escape(s: &str) -> String {

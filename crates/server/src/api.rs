@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use amora_core::online::{read_keys, resolve_selection, MaterializeRequest, OnlineRequest, Target};
+use amora_core::online::{read_keys_async, resolve_selection, MaterializeRequest, OnlineRequest, Target};
 use amora_core::online_json::{self, Columns};
 use amora_core::{CoreError, FeatureSelection};
 use bytes::Bytes;
@@ -172,7 +172,7 @@ async fn body<T: serde::de::DeserializeOwned>(service: &Service, req: Request<In
 async fn dispatch(service: &Arc<Service>, req: Request<Incoming>, name: &'static str) -> Result<Reply, ApiError> {
     let query = req.uri().query().unwrap_or_default().to_string();
     match name {
-        "get-online-features" => get_online_features(service, body(service, req).await?),
+        "get-online-features" => get_online_features(service, body(service, req).await?).await,
         "write-to-online-store" => write_to_online_store(service, body(service, req).await?),
         "push" => push(service, body(service, req).await?),
         "materialize" | "materialize-incremental" => {
@@ -240,7 +240,7 @@ pub(crate) fn resolved(
     Ok(r)
 }
 
-fn get_online_features(service: &Service, b: GetOnlineBody) -> Result<Reply, ApiError> {
+async fn get_online_features(service: &Service, b: GetOnlineBody) -> Result<Reply, ApiError> {
     let selection = match (b.features, b.feature_service) {
         (Some(f), None) if !f.is_empty() => FeatureSelection::Refs(f),
         (None, Some(s)) => FeatureSelection::Service(s),
@@ -265,7 +265,7 @@ fn get_online_features(service: &Service, b: GetOnlineBody) -> Result<Reply, Api
     let target =
         Target { store: service.store.as_ref(), project: &service.project, version: service.entity_key_version };
     let t0 = Instant::now();
-    let result = read_keys(target, &request, &keys, now_micros());
+    let result = read_keys_async(target, &request, &keys, now_micros()).await;
     service.metrics.store_read(t0.elapsed(), keys.len(), result.is_ok());
     let values = result?;
     if b.include_feature_view_version_metadata {

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use amora_core::online::{read_keys, Status, Target};
+use amora_core::online::{read_keys_async, Status, Target};
 use amora_core::{CoreError, FeatureSelection};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use amora_proto::serving::{
@@ -133,7 +133,7 @@ async fn call(service: &Service, req: Request<Incoming>, name: &str) -> Result<V
         "grpc-get-online-features" => {
             let req = GetOnlineFeaturesRequest::decode(msg)
                 .map_err(|e| GrpcError(Code::InvalidArgument, format!("not a GetOnlineFeaturesRequest: {e}")))?;
-            get_online_features(service, req).map(|r| r.encode_to_vec())
+            get_online_features(service, req).await.map(|r| r.encode_to_vec())
         }
         _ => Err(GrpcError(Code::Unimplemented, "amora serves feast.serving.ServingService only".into())),
     }
@@ -154,7 +154,7 @@ fn key_value(column: &str, value_type: i32, v: &Value) -> Result<KeyValue, GrpcE
     })
 }
 
-fn get_online_features(
+async fn get_online_features(
     service: &Service,
     req: GetOnlineFeaturesRequest,
 ) -> Result<GetOnlineFeaturesResponse, GrpcError> {
@@ -201,7 +201,7 @@ fn get_online_features(
     let target =
         Target { store: service.store.as_ref(), project: &service.project, version: service.entity_key_version };
     let t0 = Instant::now();
-    let rows = read_keys(target, &request, &keys, now_micros());
+    let rows = read_keys_async(target, &request, &keys, now_micros()).await;
     service.metrics.store_read(t0.elapsed(), n, rows.is_ok());
     let rows = rows?;
     let epoch = Timestamp { seconds: 0, nanos: 0 };
