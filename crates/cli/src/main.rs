@@ -194,7 +194,8 @@ enum FsCommand {
         /// How often the registry is re-read in the background (e.g. 5s, 1m).
         #[arg(long, default_value = "5s")]
         registry_ttl: String,
-        /// Worker threads (default: two per CPU).
+        /// Worker threads (default: one per CPU; reads are async, so more threads
+        /// only add context switches).
         #[arg(long, short = 'w')]
         workers: Option<usize>,
         /// Largest request body accepted, in bytes.
@@ -586,7 +587,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 server_config,
             )
             .map_err(|e| anyhow!("{e}"))?;
-            let threads = workers.unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let threads = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
             rt.block_on(amora_server::serve(std::sync::Arc::new(service)))?;
             Ok(())
