@@ -58,6 +58,20 @@ user_txn = FeatureView(name="user_txn", entities=[user], ttl=timedelta(days=7),
     return repo, amora
 
 
+def feast_repo_on_redis(work, data, port):
+    """feast_repo, with Feast and amora both pointed at the Redis on `port`."""
+    repo, amora = feast_repo(work, data)
+    with open(os.path.join(repo, "feature_store.yaml")) as f:
+        yaml = f.read()
+    yaml = yaml.replace("online_store:\n  type: sqlite\n  path: data/online.db\n",
+                        f"online_store:\n  type: redis\n  connection_string: \"127.0.0.1:{port}\"\n")
+    with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
+        f.write(yaml)
+    with open(os.path.join(amora, "amora.yaml"), "a") as f:
+        f.write(f"  online_store: {{type: redis, connection_string: \"127.0.0.1:{port}\"}}\n")
+    return repo, amora
+
+
 def checksum(out):
     r = subprocess.run([sys.executable, os.path.join(HERE, "peers.py"), "checksum", out], check=True, capture_output=True, text=True)
     return json.loads(r.stdout)

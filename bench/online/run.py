@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "historical"))
 from measure import measure  # noqa: E402
-from run import feast_repo  # noqa: E402  (bench/historical/run.py: the anchor Feast repo)
+from run import feast_repo_on_redis  # noqa: E402  (bench/historical/run.py: the anchor Feast repo)
 
 START, END = "2025-01-01T00:00:00", "2025-02-01T00:00:00"
 
@@ -33,15 +33,7 @@ def main():
     p.add_argument("--skip-feast", action="store_true")
     args = p.parse_args()
     data, work = os.path.abspath(args.data), os.path.abspath(args.work)
-    repo, amora_project = feast_repo(work, data)
-    # Point both at the private Redis.
-    with open(os.path.join(repo, "feature_store.yaml")) as f:
-        yaml = f.read()
-    yaml = re.sub(r"online_store:\n  type: sqlite\n  path: data/online.db\n", f"online_store:\n  type: redis\n  connection_string: \"127.0.0.1:{args.port}\"\n", yaml)
-    with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
-        f.write(yaml)
-    with open(os.path.join(amora_project, "amora.yaml"), "a") as f:
-        f.write(f"  online_store: {{type: redis, connection_string: \"127.0.0.1:{args.port}\"}}\n")
+    repo, amora_project = feast_repo_on_redis(work, data, args.port)
     rows = 0
     import pyarrow.parquet as pq
     for t in ("user_stats", "user_txn"):

@@ -18,7 +18,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "historical"))
 from peers import FEATURES  # noqa: E402
-from run import feast_repo  # noqa: E402
+from run import feast_repo_on_redis  # noqa: E402
 
 START, END = "2025-01-01T00:00:00", "2025-02-01T00:00:00"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -104,14 +104,7 @@ def main():
     p.add_argument("--skip-feast", action="store_true")
     args = p.parse_args()
     data, work = os.path.abspath(args.data), os.path.abspath(args.work)
-    repo, amora_project = feast_repo(work, data)
-    with open(os.path.join(repo, "feature_store.yaml")) as f:
-        yaml = f.read()
-    yaml = re.sub(r"online_store:\n  type: sqlite\n  path: data/online.db\n", f"online_store:\n  type: redis\n  connection_string: \"127.0.0.1:{args.redis_port}\"\n", yaml)
-    with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
-        f.write(yaml)
-    with open(os.path.join(amora_project, "amora.yaml"), "a") as f:
-        f.write(f"  online_store: {{type: redis, connection_string: \"127.0.0.1:{args.redis_port}\"}}\n")
+    repo, amora_project = feast_repo_on_redis(work, data, args.redis_port)
     subprocess.run(["redis-cli", "-p", str(args.redis_port), "FLUSHALL"], check=True, capture_output=True)
     subprocess.run([args.amora, "--project-dir", amora_project, "feature-store", "materialize", START, END, "--quiet"], check=True)
     redis_pid = int(open(os.path.join(work, "redis.pid")).read().strip())

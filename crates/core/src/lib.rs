@@ -45,6 +45,40 @@ pub enum FeatureSelection {
 /// A view to join, and its join keys with their Feast value types.
 pub type ResolvedView = (ViewSpec, Vec<(String, i32)>);
 
+/// A selection as `(view, feature)` pairs, in order: references split at `:`, or
+/// a feature service's projections. An unknown service is `NotFound`.
+pub fn selection_refs(
+    file: &RegistryFile,
+    project: &str,
+    selection: &FeatureSelection,
+) -> Result<Vec<(String, String)>, CoreError> {
+    match selection {
+        FeatureSelection::Refs(refs) => refs
+            .iter()
+            .map(|r| {
+                r.split_once(':')
+                    .map(|(v, f)| (v.to_string(), f.to_string()))
+                    .ok_or_else(|| CoreError::Invalid(format!("feature reference `{r}` is not `view:feature`")))
+            })
+            .collect(),
+        FeatureSelection::Service(name) => {
+            let objects = amora_registry::current_objects(file, project)?;
+            let s = objects.feature_services.get(name).and_then(|s| s.spec.as_ref()).ok_or_else(|| {
+                CoreError::NotFound {
+                    class: "FeatureServiceNotFoundException",
+                    message: format!(
+                        "project {project} has no feature service `{name}`; see `amora feature-store list feature-services`"
+                    ),
+                }
+            })?;
+            Ok(s.features
+                .iter()
+                .flat_map(|p| p.feature_columns.iter().map(|c| (p.feature_view_name.clone(), c.name.clone())))
+                .collect())
+        }
+    }
+}
+
 /// Resolves a selection into per-view join specs, in order of first mention.
 pub fn resolve_views(
     file: &RegistryFile,
@@ -54,29 +88,11 @@ pub fn resolve_views(
 ) -> Result<Vec<ResolvedView>, CoreError> {
     let objects = amora_registry::current_objects(file, project)?;
     let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
-    let mut add = |view: &str, feature: &str| match wanted.iter_mut().find(|(v, _)| v == view) {
-        Some((_, fs)) if !fs.iter().any(|f| f == feature) => fs.push(feature.to_string()),
-        Some(_) => {}
-        None => wanted.push((view.to_string(), vec![feature.to_string()])),
-    };
-    match selection {
-        FeatureSelection::Refs(refs) => {
-            for r in refs {
-                let (v, f) = r
-                    .split_once(':')
-                    .ok_or_else(|| CoreError::Invalid(format!("feature reference `{r}` is not `view:feature`")))?;
-                add(v, f);
-            }
-        }
-        FeatureSelection::Service(name) => {
-            let s = objects.feature_services.get(name).and_then(|s| s.spec.as_ref()).ok_or_else(|| {
-                CoreError::Invalid(format!("project {project} has no feature service `{name}`; see `amora feature-store list feature-services`"))
-            })?;
-            for p in &s.features {
-                for c in &p.feature_columns {
-                    add(&p.feature_view_name, &c.name);
-                }
-            }
+    for (view, feature) in selection_refs(file, project, selection)? {
+        match wanted.iter_mut().find(|(v, _)| *v == view) {
+            Some((_, fs)) if !fs.contains(&feature) => fs.push(feature),
+            Some(_) => {}
+            None => wanted.push((view, vec![feature])),
         }
     }
     if wanted.is_empty() {

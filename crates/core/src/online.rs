@@ -344,29 +344,7 @@ pub fn resolve_selection(
     selection: &crate::FeatureSelection,
     full_names: bool,
 ) -> Result<OnlineRequest, CoreError> {
-    let refs: Vec<(String, String)> = match selection {
-        crate::FeatureSelection::Refs(refs) => refs
-            .iter()
-            .map(|r| {
-                r.split_once(':')
-                    .map(|(v, f)| (v.to_string(), f.to_string()))
-                    .ok_or_else(|| invalid(format!("feature reference `{r}` is not `view:feature`")))
-            })
-            .collect::<Result<_, _>>()?,
-        crate::FeatureSelection::Service(name) => {
-            let objects = amora_registry::current_objects(file, project)?;
-            let s = objects.feature_services.get(name).and_then(|s| s.spec.as_ref()).ok_or_else(|| {
-                CoreError::NotFound {
-                    class: "FeatureServiceNotFoundException",
-                    message: format!("Feature service {name} does not exist in project {project}"),
-                }
-            })?;
-            s.features
-                .iter()
-                .flat_map(|p| p.feature_columns.iter().map(|c| (p.feature_view_name.clone(), c.name.clone())))
-                .collect()
-        }
-    };
+    let refs = crate::selection_refs(file, project, selection)?;
     let views = online_views(file, project, root)?;
     let mut reads: Vec<(ViewRead, &OnlineView)> = Vec::new();
     for (v, f) in &refs {

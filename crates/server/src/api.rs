@@ -116,19 +116,12 @@ pub async fn handle(service: Arc<Service>, req: Request<Incoming>) -> Result<Rep
 }
 
 fn authorize(service: &Service, req: &Request<Incoming>, name: &str) -> Result<(), ApiError> {
-    if service.config.tokens.is_empty() || name == "health" {
-        return Ok(());
-    }
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token {
-        Some(t) if service.config.tokens.contains(t) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "PermissionError", "the bearer token is not valid")),
-        None => Err(ApiError::new(
+    match (name, service.authorized(req.headers())) {
+        ("health", _) | (_, Some(true)) => Ok(()),
+        (_, Some(false)) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "PermissionError", "the bearer token is not valid"))
+        }
+        (_, None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "PermissionError",
             "this server needs an `Authorization: Bearer <token>` header",
@@ -497,22 +490,16 @@ fn health(service: &Service) -> Reply {
 }
 
 fn list_feature_views(service: &Service) -> Result<Reply, ApiError> {
+    use amora_core::catalog::{records, Kind};
     let snap = service.snapshot();
-    let objects = amora_registry::current_objects(&snap.file, &service.project).map_err(CoreError::from)?;
-    let mut views: Vec<Json> = objects
-        .feature_views
-        .values()
-        .filter_map(|v| v.spec.as_ref())
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "features": s.features.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
-                "entities": s.entities,
-                "description": s.description,
-            })
+    let views: Vec<Json> = records(&snap.file, &service.project, Kind::FeatureViews)?
+        .into_iter()
+        .filter(|r| r["type"] == "feature_view")
+        .map(|r| {
+            let features: Vec<&Json> = r["features"].as_array().into_iter().flatten().map(|f| &f["name"]).collect();
+            json!({"name": r["name"], "features": features, "entities": r["entities"], "description": r["description"]})
         })
         .collect();
-    views.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(ok_json(&json!(views)))
 }
 

@@ -105,16 +105,8 @@ pub async fn handle(service: Arc<Service>, req: Request<Incoming>) -> Result<Res
 }
 
 async fn call(service: &Service, req: Request<Incoming>, name: &str) -> Result<Vec<u8>, GrpcError> {
-    if !service.config.tokens.is_empty() {
-        let ok = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| service.config.tokens.contains(t.trim()));
-        if !ok {
-            return Err(GrpcError(Code::Unauthenticated, "a valid `authorization: Bearer <token>` is required".into()));
-        }
+    if service.authorized(req.headers()) != Some(true) {
+        return Err(GrpcError(Code::Unauthenticated, "a valid `authorization: Bearer <token>` is required".into()));
     }
     let limit = service.config.max_body_bytes;
     let body = Limited::new(req.into_body(), limit + 5)

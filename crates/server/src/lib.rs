@@ -146,6 +146,16 @@ impl Service {
         }
     }
 
+    /// Whether the request may pass: no tokens configured, or `authorization:
+    /// Bearer <token>` with one of them (HTTP and gRPC alike).
+    fn authorized(&self, headers: &hyper::HeaderMap) -> Option<bool> {
+        if self.config.tokens.is_empty() {
+            return Some(true);
+        }
+        let token = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        Some(self.config.tokens.contains(token))
+    }
+
     fn registry_error(&self) -> (Option<String>, u64) {
         self.registry_status.lock().map(|s| (s.error.clone(), s.refresh_errors)).unwrap_or((None, 0))
     }

@@ -22,28 +22,37 @@ impl PrivateRedis {
     }
 
     fn start_on(port: u16, dir: tempfile::TempDir, extra: &[&str]) -> Option<PrivateRedis> {
-        let ok = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--daemonize", "yes", "--save", ""])
-            .args(["--enable-debug-command", "yes"])
-            .args(extra)
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--pidfile")
-            .arg(dir.path().join("redis.pid"))
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        let r = PrivateRedis { port, dir };
+        if !r.launch(extra) {
             assert_ne!(std::env::var("TEST_INTEGRATION").as_deref(), Ok("1"), "redis-server is required");
             return None;
         }
-        let r = PrivateRedis { port, dir };
-        for _ in 0..200 {
-            if r.cli(&["ping"]).trim() == "PONG" {
-                return Some(r);
+        r.wait_ready();
+        Some(r)
+    }
+
+    /// Starts redis-server on this port and folder (daemonized, pid file inside).
+    fn launch(&self, extra: &[&str]) -> bool {
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--daemonize", "yes", "--save", ""])
+            .args(["--enable-debug-command", "yes"])
+            .args(extra)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--pidfile")
+            .arg(self.dir.path().join("redis.pid"))
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..500 {
+            if self.cli(&["ping"]).trim() == "PONG" {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        panic!("private redis-server did not start");
+        panic!("private redis-server did not answer");
     }
 
     /// SIGKILL: no shutdown, no final save; then a new server on the same port
@@ -56,24 +65,8 @@ impl PrivateRedis {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let _ = std::fs::remove_file(&pidfile);
-        let ok = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--daemonize", "yes", "--save", ""])
-            .args(["--enable-debug-command", "yes"])
-            .args(extra)
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--pidfile")
-            .arg(&pidfile)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        for _ in 0..500 {
-            if self.cli(&["ping"]).trim() == "PONG" {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("restarted redis-server did not answer");
+        assert!(self.launch(extra), "redis-server did not restart");
+        self.wait_ready();
     }
 
     fn cli(&self, args: &[&str]) -> String {
