@@ -29,10 +29,20 @@ export TEST_INTEGRATION=1
 # A private fake-gcs-server for the gs:// registry tests, stopped by its PID on exit.
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/amora-test.XXXXXX")"
 stop_all() {
+  local pids=()
   for f in "$STATE"/*.pid "$STATE"/redis-*/redis.pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    [ -f "$f" ] && pids+=("$(cat "$f")")
   done
-  rm -rf "$STATE"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Wait (up to 10 s) for them to exit: a Redis node still writing its files
+  # would make the folder's removal fail, and with it the run.
+  for _ in $(seq 100); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  rm -rf "$STATE" 2>/dev/null || true
 }
 trap stop_all EXIT
 # Ports below the kernel's ephemeral range (32768+), so no outgoing connection holds
