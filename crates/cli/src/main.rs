@@ -81,6 +81,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A model's table, from the offline store: printed, or written to a .csv or
+    /// .parquet file, sorted by every column (so two stores' tables compare as files).
+    Show {
+        model: String,
+        /// Write every row here (.csv or .parquet) instead of printing the first rows.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Rows printed without --output.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Run the data tests declared in the models' YAML.
     Test {
         #[arg(long = "model")]
@@ -333,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pipeline_cmd::materialize_cmd(&load(dir)?, opts, json)
         }
         Command::Test { models, json } => pipeline_cmd::test_cmd(&load(dir)?, &models, json),
+        Command::Show { model, output, limit } => pipeline_cmd::show_cmd(&load(dir)?, &model, output.as_deref(), limit),
         Command::Models(ModelsCommand::List { json }) => pipeline_cmd::models_list(&load(dir)?, json),
     }
 }
@@ -347,6 +359,43 @@ fn open_store(root: &Path, config: &Config) -> anyhow::Result<Box<dyn RegistrySt
         RegistryLocation::Local(path) => Ok(Box::new(LocalStore::new(path))),
         RegistryLocation::Gcs { bucket, path } => Ok(Box::new(amora_registry::gcs::GcsStore::new(&bucket, &path))),
         RegistryLocation::S3 { bucket, key } => Ok(Box::new(amora_registry::s3::S3Store::new(&bucket, &key))),
+    }
+}
+
+/// The one place that picks the offline store from the configuration.
+pub fn open_offline(root: &Path, config: &Config) -> anyhow::Result<Box<dyn amora_offline::OfflineStore>> {
+    match &config.feature_store.offline_store {
+        amora_project::OfflineStoreConfig::Embedded => {
+            let tables = root.join(&config.target_path).join("tables");
+            Ok(Box::new(amora_offline::EmbeddedStore::new(tables)))
+        }
+        amora_project::OfflineStoreConfig::Bigquery {
+            project_id,
+            dataset,
+            location,
+            endpoint,
+            storage_endpoint,
+            credentials,
+            read_api,
+        } => {
+            let read_api = match read_api.as_deref() {
+                None | Some("storage") => amora_bigquery::ReadApi::Storage,
+                Some("rest") => amora_bigquery::ReadApi::Rest,
+                Some(other) => anyhow::bail!(
+                    "amora.yaml: feature_store.offline_store.read_api is `{other}`; use `storage` (default) or `rest`"
+                ),
+            };
+            let bq = amora_bigquery::BigQueryConfig {
+                project_id: project_id.clone(),
+                dataset: dataset.clone(),
+                location: location.clone(),
+                endpoint: endpoint.clone(),
+                storage_endpoint: storage_endpoint.clone(),
+                credentials: credentials.as_ref().map(|c| if c.is_absolute() { c.clone() } else { root.join(c) }),
+                read_api,
+            };
+            Ok(Box::new(amora_bigquery::BigQueryStore::new(&bq, &env)?))
+        }
     }
 }
 
@@ -479,7 +528,9 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                     eprintln!("timing: read entities {:.3}s", t0.elapsed().as_secs_f64());
                 }
                 let t0 = std::time::Instant::now();
+                let offline = open_offline(&root, &config)?;
                 let out = amora_core::get_historical_features(
+                    offline.as_ref(),
                     &file,
                     &config.project,
                     &root,
@@ -578,11 +629,13 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
             init_logging();
             let store: std::sync::Arc<dyn amora_online::OnlineStore> = open_online(&root, &config)?.into();
             let registry: std::sync::Arc<dyn RegistryStore> = open_store(&root, &config)?.into();
+            let offline: std::sync::Arc<dyn amora_offline::OfflineStore> = open_offline(&root, &config)?.into();
             let service = amora_server::Service::new(
                 config.project.clone(),
                 root,
                 config.feature_store.entity_key_serialization_version,
                 store,
+                offline,
                 registry,
                 server_config,
             )

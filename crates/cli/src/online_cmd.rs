@@ -70,7 +70,16 @@ pub fn materialize(
         }
     }
     let target = Target { store: store.as_ref(), project, version };
-    let outcomes = amora_core::online::materialize(rt.handle(), registry, target, &plan, &request.user, &progress)?;
+    let offline = crate::open_offline(root, config)?;
+    let outcomes = amora_core::online::materialize(
+        rt.handle(),
+        offline.as_ref(),
+        registry,
+        target,
+        &plan,
+        &request.user,
+        &progress,
+    )?;
     if tty {
         eprintln!();
     }

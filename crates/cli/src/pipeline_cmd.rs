@@ -63,7 +63,8 @@ pub fn materialize_cmd(p: &Project, opts: RunOptions, json: bool) -> anyhow::Res
             let _ = std::io::stderr().flush();
         }
     };
-    let summary = runtime()?.block_on(materialize(p, &opts, &on_event))?;
+    let offline = crate::open_offline(&p.root, &p.config)?;
+    let summary = runtime()?.block_on(materialize(p, offline.as_ref(), &opts, &on_event))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -101,7 +102,8 @@ pub fn materialize_cmd(p: &Project, opts: RunOptions, json: bool) -> anyhow::Res
 }
 
 pub fn test_cmd(p: &Project, select: &[String], json: bool) -> anyhow::Result<()> {
-    let results = runtime()?.block_on(amora_pipeline::tests::run_tests(p, select));
+    let offline = crate::open_offline(&p.root, &p.config)?;
+    let results = runtime()?.block_on(amora_pipeline::tests::run_tests(p, offline.as_ref(), select));
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
@@ -177,4 +179,56 @@ pub fn models_list(p: &Project, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `amora show MODEL`: the model's table from the offline store, sorted by every column.
+pub fn show_cmd(p: &Project, model: &str, output: Option<&std::path::Path>, limit: usize) -> anyhow::Result<()> {
+    let m = p.defs.model(model).ok_or_else(|| {
+        let hint = amora_model::ident::closest(model, p.defs.models.iter().map(|m| m.name.as_str()))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        anyhow::anyhow!("unknown model `{model}`{hint}")
+    })?;
+    if m.materialization != amora_model::Materialization::Table {
+        bail!("model `{model}` is a {:?}, not a table; only tables can be shown", m.materialization);
+    }
+    let offline = crate::open_offline(&p.root, &p.config)?;
+    runtime()?.block_on(async {
+        let batches = offline.read_table(m).await?;
+        let w = amora_offline::Warehouse::new(0);
+        let Some(first) = batches.first() else {
+            println!("(no rows)");
+            return Ok(());
+        };
+        let schema = first.schema();
+        let df = w.context().read_batches(batches.clone())?;
+        let order: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| amora_offline::datafusion_prelude::ident(f.name()).sort(true, true))
+            .collect();
+        let sorted = df.sort(order)?.collect().await?;
+        match output {
+            Some(path) => {
+                let all = amora_offline::arrow::compute::concat_batches(&schema, &sorted)?;
+                let rows = all.num_rows();
+                amora_offline::frames::write_frame(&w, all, path).await?;
+                eprintln!("{rows} rows of {model} ({}) written to {}", offline.describe(), path.display());
+            }
+            None => {
+                let mut shown = Vec::new();
+                let mut left = limit;
+                for b in sorted {
+                    if left == 0 {
+                        break;
+                    }
+                    let n = b.num_rows().min(left);
+                    shown.push(b.slice(0, n));
+                    left -= n;
+                }
+                println!("{}", amora_offline::arrow::util::pretty::pretty_format_batches(&shown)?);
+            }
+        }
+        anyhow::Ok(())
+    })
 }

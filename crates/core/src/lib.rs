@@ -13,7 +13,7 @@ use std::path::Path;
 use amora_offline::arrow::datatypes::DataType;
 use amora_offline::arrow::record_batch::RecordBatch;
 use amora_offline::historical::ViewSpec;
-use amora_offline::Warehouse;
+use amora_offline::OfflineStore;
 use amora_proto::value_type_names::value_type_name;
 use amora_proto::{data_source, FeatureView, RegistryFile};
 
@@ -117,11 +117,11 @@ pub fn resolve_views(
             .batch_source
             .as_ref()
             .ok_or_else(|| CoreError::Invalid(format!("feature view `{view}` has no batch source")))?;
-        let location = match file_location(source, root) {
+        let location = match source_location(source, root) {
             Some(l) => l,
             None => {
                 return Err(CoreError::Invalid(format!(
-                    "feature view `{view}`: only file sources are supported by the embedded offline store"
+                    "feature view `{view}`: its batch source is neither a file nor a BigQuery table"
                 )))
             }
         };
@@ -145,6 +145,15 @@ pub fn resolve_views(
 
 /// Where a file source's data is: its URI, resolved against the project root when
 /// relative (Feast writes paths relative to its repo). None for other sources.
+/// Where a batch source's data is: a file path (relative ones resolved against
+/// `root`), or a BigQuery table `project.dataset.table`.
+pub fn source_location(source: &amora_proto::DataSource, root: &Path) -> Option<String> {
+    if let Some(data_source::Options::BigqueryOptions(b)) = &source.options {
+        return Some(b.table.clone()).filter(|t| !t.is_empty());
+    }
+    file_location(source, root)
+}
+
 pub fn file_location(source: &amora_proto::DataSource, root: &Path) -> Option<String> {
     let Some(data_source::Options::FileOptions(f)) = &source.options else { return None };
     let uri = f.uri.strip_prefix("file://").unwrap_or(&f.uri);
@@ -193,6 +202,7 @@ fn type_fits(value_type: i32, t: &DataType) -> bool {
 /// requested features as of its timestamp. Checks the entity columns (presence and
 /// type) before any work.
 pub async fn get_historical_features(
+    store: &dyn OfflineStore,
     file: &RegistryFile,
     project: &str,
     root: &Path,
@@ -223,7 +233,5 @@ pub async fn get_historical_features(
     }
     let views: Vec<ViewSpec> = resolved.into_iter().map(|(v, _)| v).collect();
     amora_offline::historical::output_names(&schema, &views, full_feature_names)?;
-    let warehouse = Warehouse::new(0);
-    Ok(amora_offline::historical::get_historical_features(&warehouse, entities, &ts, &views, full_feature_names)
-        .await?)
+    Ok(store.historical(entities, &ts, &views, full_feature_names).await?)
 }

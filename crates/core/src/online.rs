@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use amora_offline::Warehouse;
+use amora_offline::OfflineStore;
 use amora_online::{OnlineStore, ViewRead};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use amora_proto::RegistryFile;
@@ -50,7 +50,7 @@ pub fn online_views(file: &RegistryFile, project: &str, root: &Path) -> Result<V
     for v in objects.feature_views.values() {
         let (Some(spec), meta) = (v.spec.as_ref(), v.meta.as_ref()) else { continue };
         let Some(source) = &spec.batch_source else { continue };
-        let location = crate::file_location(source, root).unwrap_or_default();
+        let location = crate::source_location(source, root).unwrap_or_default();
         let until = meta
             .into_iter()
             .flat_map(|m| m.materialization_intervals.iter())
@@ -77,55 +77,33 @@ fn invalid(m: String) -> CoreError {
 }
 
 /// Writes the latest row per entity with `start <= event_ts <= end` of `view` to
-/// the online store. The scan reads only the needed columns and row groups (the
-/// window is pushed into the Parquet reader) and keeps one row per entity
+/// the online store. The offline store scans only the needed columns and the
+/// window (pushed into the Parquet reader, or into BigQuery) and this keeps one row per entity
 /// ([`LatestRows`]), so memory follows the number of entities, not the table.
 /// Returns the rows written.
 pub async fn materialize_view(
-    warehouse: &Warehouse,
+    offline: &dyn OfflineStore,
     target: Target<'_>,
     view: &OnlineView,
-    (start, end): (i64, i64),
+    window: (i64, i64),
     on_progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<u64, CoreError> {
     let Target { store, project, version } = target;
-    use amora_offline::datafusion_prelude::{ident, lit, ParquetReadOptions, ScalarValue};
-    let ctx = warehouse.context();
-    let df = ctx
-        .read_parquet(view.location.as_str(), ParquetReadOptions::default())
-        .await
-        .map_err(|e| invalid(format!("feature view `{}`: cannot read its table {}: {e}", view.name, view.location)))?;
-    let ts_type = df
-        .schema()
-        .field_with_unqualified_name(&view.event_timestamp)
-        .map_err(|_| {
-            invalid(format!("feature view `{}`: its table has no column `{}`", view.name, view.event_timestamp))
-        })?
-        .data_type()
-        .clone();
-    let at = |micros: i64| -> Result<_, CoreError> {
-        let s = ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
-            .cast_to(&ts_type)
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(lit(s))
+    let scan = amora_offline::ScanSpec {
+        view: view.name.clone(),
+        location: view.location.clone(),
+        join_keys: view.join_keys.iter().map(|k| k.0.clone()).collect(),
+        event_timestamp: view.event_timestamp.clone(),
+        created_timestamp: view.created_timestamp.clone(),
+        features: view.features.iter().map(|f| f.0.clone()).collect(),
     };
-    let mut cols: Vec<&str> = view.join_keys.iter().map(|k| k.0.as_str()).collect();
-    cols.push(&view.event_timestamp);
-    cols.extend(view.created_timestamp.as_deref());
-    cols.extend(view.features.iter().map(|f| f.0.as_str()));
-    let (lo, hi) = (at(start)?, at(end)?);
-    let df = df
-        .select(cols.iter().map(|c| ident(*c)).collect::<Vec<_>>())
-        .and_then(|d| d.filter(ident(&view.event_timestamp).gt_eq(lo)))
-        .and_then(|d| d.filter(ident(&view.event_timestamp).lt_eq(hi)))
-        .map_err(|e| invalid(e.to_string()))?;
+    let streams = offline.scan_window(&scan, window).await?;
     // The latest row per entity, one accumulator per partition of the scan, in parallel.
-    let streams = df.execute_stream_partitioned().await.map_err(|e| invalid(e.to_string()))?;
     let scans = streams.into_iter().map(|mut stream| {
         let mut latest = LatestRows::new(view, version);
         tokio::spawn(async move {
             while let Some(batch) = stream.next().await {
-                latest.offer(&batch.map_err(|e| invalid(e.to_string()))?)?;
+                latest.offer(&batch?)?;
             }
             Ok::<_, CoreError>(latest)
         })
@@ -246,21 +224,20 @@ pub fn materialize_plan(
 /// same request again converges.
 pub fn materialize(
     runtime: &tokio::runtime::Handle,
+    offline: &dyn OfflineStore,
     registry: &dyn amora_registry::store::RegistryStore,
     target: Target<'_>,
     plan: &[PlannedView],
     user: &str,
     on_progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<Vec<ViewOutcome>, CoreError> {
-    let warehouse = Warehouse::new(0);
     let outcomes: Vec<ViewOutcome> = std::thread::scope(|s| {
         let jobs: Vec<_> = plan
             .iter()
             .map(|(v, w)| {
-                let warehouse = &warehouse;
                 s.spawn(move || {
                     let t0 = std::time::Instant::now();
-                    let result = runtime.block_on(materialize_view(warehouse, target, v, *w, on_progress));
+                    let result = runtime.block_on(materialize_view(offline, target, v, *w, on_progress));
                     ViewOutcome { view: v.name.clone(), window: *w, result, seconds: t0.elapsed().as_secs_f64() }
                 })
             })

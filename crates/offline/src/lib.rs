@@ -9,6 +9,7 @@
 pub mod frames;
 pub mod historical;
 pub mod pit;
+pub mod store;
 mod types;
 mod warehouse;
 
@@ -20,6 +21,7 @@ pub mod datafusion_prelude {
     pub use datafusion::prelude::{ident, lit, ParquetReadOptions};
     pub use datafusion::scalar::ScalarValue;
 }
+pub use store::{Dialect, EmbeddedStore, OfflineStore, ScanSpec};
 pub use types::{arrow_type, check_type, storage_type};
 pub use warehouse::{TableLocation, TableStats, Warehouse};
 
@@ -34,6 +36,9 @@ pub enum OfflineError {
     Contract(String),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// A remote warehouse failed or could not be reached (its message says which).
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl From<datafusion::arrow::error::ArrowError> for OfflineError {

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use amora_model::hash::Fnv64;
 use amora_model::{Materialization, ProjectDefs};
-use amora_offline::{TableLocation, Warehouse};
+use amora_offline::{OfflineStore, TableLocation};
 use amora_project::Project;
 use futures::StreamExt;
 
@@ -77,13 +77,13 @@ fn io(path: &Path, e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
-/// Where a model's table is written.
+/// Where the embedded store writes a model's table.
 pub fn table_location(project: &Project, model: &amora_model::Model) -> TableLocation {
-    let path = project.table_path(&model.name);
-    match &model.partition_by {
-        Some(column) => TableLocation::Daily { dir: path, column: column.clone() },
-        None => TableLocation::File(path),
-    }
+    amora_offline::store::table_location(
+        &project.target_dir().join("tables"),
+        &model.name,
+        model.partition_by.as_deref(),
+    )
 }
 
 /// Writes `target/compiled/<model>.sql` and the compile part of the manifest.
@@ -159,6 +159,7 @@ fn selection(defs: &ProjectDefs, compiled: &Compiled, opts: &RunOptions) -> Resu
 /// Runs the models. Problems with single models are reported in the summary, not as errors.
 pub async fn materialize(
     project: &Project,
+    warehouse: &dyn OfflineStore,
     opts: &RunOptions,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<RunSummary, PipelineError> {
@@ -169,7 +170,6 @@ pub async fn materialize(
     let selected = selection(defs, &compiled, opts)?;
     let path = manifest_path(project);
     let mut manifest = Manifest::load(&path);
-    let warehouse = Warehouse::new(0);
 
     // Sources: register each; an unreadable source fails the models that read it.
     let mut broken: BTreeMap<String, String> = BTreeMap::new();
@@ -179,14 +179,14 @@ pub async fn materialize(
         if s.location.contains("://") {
             h.write(s.location.as_bytes());
             // A remote source's objects: sizes and ETags, so that new data re-runs its models.
-            if let Ok(f) = warehouse.remote_fingerprint(&s.location).await {
+            if let Ok(f) = amora_offline::Warehouse::new(1).remote_fingerprint(&s.location).await {
                 h.write(f.as_bytes());
             }
         } else {
             file_fingerprint(&project.root.join(&s.location), &mut h);
         }
         source_hash.insert(s.name.clone(), h.hex());
-        if let Err(e) = warehouse.register_source(s, &project.root).await {
+        if let Err(e) = warehouse.prepare_source(s, &project.root).await {
             broken.insert(s.name.clone(), format!("{} ({}): {e}", s.name, s.file.display()));
         }
     }
@@ -205,21 +205,24 @@ pub async fn materialize(
         for name in generation.iter().filter(|n| !selected.contains(*n)) {
             let m = defs.model(name).expect("compiled model");
             match m.materialization {
-                Materialization::Table => {
-                    let loc = table_location(project, m);
-                    if loc.exists() {
-                        if let Err(e) = warehouse.register_table(name, &loc).await {
+                Materialization::Table => match warehouse.has_table(m).await {
+                    Ok(true) => {
+                        if let Err(e) = warehouse.use_table(m).await {
                             broken.insert(name.clone(), format!("table of model {name}: {e}"));
                         }
-                    } else {
+                    }
+                    Ok(false) => {
                         broken.insert(
                             name.clone(),
                             format!("model `{name}` has no table yet; run it first or add --depends"),
                         );
                     }
-                }
+                    Err(e) => {
+                        broken.insert(name.clone(), format!("table of model {name}: {e}"));
+                    }
+                },
                 Materialization::View => {
-                    if let Err(e) = warehouse.register_view(name, &compiled.models[name].sql).await {
+                    if let Err(e) = warehouse.build_view(m, &compiled.models[name].sql).await {
                         broken.insert(name.clone(), format!("view {name}: {e}"));
                     }
                 }
@@ -248,15 +251,12 @@ pub async fn materialize(
             }
             let input_hash = h.hex();
             let previous = manifest.runs.get(name).cloned();
-            let loc = table_location(project, m);
-            let unchanged = previous.as_ref().is_some_and(|p| {
+            let same_inputs = previous.as_ref().is_some_and(|p| {
                 matches!(p.status, Status::Success | Status::Skipped)
                     && p.sql_hash == c.sql_hash
                     && p.decl_hash == c.decl_hash
                     && p.input_hash == input_hash
-                    && (m.materialization != Materialization::Table || loc.exists())
             });
-            let warehouse = warehouse.clone();
             async move {
                 let t0 = Instant::now();
                 if let Some(reason) = blocker {
@@ -274,26 +274,23 @@ pub async fn materialize(
                     return (name.clone(), input_hash, previous, Status::Success, Default::default(), 0.0, None);
                 }
                 on_event(Event::Started { model: name.clone() });
-                let result = match (m.materialization, unchanged && !opts.force) {
-                    (Materialization::Table, true) => warehouse.register_table(name, &loc).await.map(|()| None),
-                    (Materialization::Table, false) => {
-                        match warehouse.build_table(name, &c.sql, &m.columns, &loc).await {
-                            Ok(stats) => warehouse.register_table(name, &loc).await.map(|()| Some(stats)),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    // A view is checked against its declaration, then registered: it is inlined where read.
-                    (_, skip) => match warehouse.plan_model(name, &c.sql, &m.columns).await {
-                        Ok(_) => warehouse.register_view(name, &c.sql).await.map(|()| {
+                // Unchanged, and (for a table) the table is still there.
+                let unchanged = same_inputs
+                    && !opts.force
+                    && (m.materialization != Materialization::Table || warehouse.has_table(m).await.unwrap_or(false));
+                let result =
+                    match (m.materialization, unchanged) {
+                        (Materialization::Table, true) => warehouse.use_table(m).await.map(|()| None),
+                        (Materialization::Table, false) => warehouse.build_table(m, &c.sql).await.map(Some),
+                        // A view is checked against its declaration, then made readable.
+                        (_, skip) => warehouse.build_view(m, &c.sql).await.map(|()| {
                             if skip {
                                 None
                             } else {
                                 Some(Default::default())
                             }
                         }),
-                        Err(e) => Err(e),
-                    },
-                };
+                    };
                 let secs = t0.elapsed().as_secs_f64();
                 match result {
                     Ok(None) => (name.clone(), input_hash, previous, Status::Skipped, Default::default(), secs, None),

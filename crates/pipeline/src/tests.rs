@@ -2,11 +2,10 @@
 //! warehouse. Each test is a query for the failing rows; none means it passes.
 
 use amora_model::{DataTest, Materialization};
-use amora_offline::Warehouse;
+use amora_offline::{Dialect, OfflineStore};
 use amora_project::Project;
 
 use crate::compile::compile;
-use crate::run::table_location;
 
 /// The result of one data test.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -21,10 +20,6 @@ pub struct TestResult {
     pub sample: String,
     /// Why the test could not run (missing table, bad expression), if it could not.
     pub error: Option<String>,
-}
-
-fn q(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn lit(s: &str) -> String {
@@ -43,8 +38,9 @@ fn test_name(t: &DataTest) -> &'static str {
     }
 }
 
-/// The query returning the failing rows of `test` on `table` (and `column`).
-pub fn failing_rows_sql(table: &str, column: Option<&str>, test: &DataTest) -> String {
+/// The query returning the failing rows of `test` on `table` (and `column`), in the store's dialect.
+pub fn failing_rows_sql(dialect: Dialect, table: &str, column: Option<&str>, test: &DataTest) -> String {
+    let q = |n: &str| dialect.quote(n);
     let t = q(table);
     let c = column.map(q).unwrap_or_default();
     match test {
@@ -55,7 +51,8 @@ pub fn failing_rows_sql(table: &str, column: Option<&str>, test: &DataTest) -> S
             )
         }
         DataTest::AcceptedValues { values } => format!(
-            "SELECT * FROM {t} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
+            "SELECT * FROM {t} WHERE {c} IS NOT NULL AND CAST({c} AS {}) NOT IN ({})",
+            dialect.string_type(),
             values.iter().map(|v| lit(v)).collect::<Vec<_>>().join(", ")
         ),
         DataTest::Relationships { to, field } => format!(
@@ -82,13 +79,13 @@ pub fn failing_rows_sql(table: &str, column: Option<&str>, test: &DataTest) -> S
 }
 
 /// Runs every data test of the selected models (all when `select` is empty).
-pub async fn run_tests(project: &Project, select: &[String]) -> Vec<TestResult> {
+pub async fn run_tests(project: &Project, warehouse: &dyn OfflineStore, select: &[String]) -> Vec<TestResult> {
     let defs = &project.defs;
     let compiled = compile(defs);
-    let warehouse = Warehouse::new(0);
+    let dialect = warehouse.dialect();
     let mut setup_errors = Vec::new();
     for s in &defs.sources {
-        if let Err(e) = warehouse.register_source(s, &project.root).await {
+        if let Err(e) = warehouse.prepare_source(s, &project.root).await {
             setup_errors.push((s.name.clone(), e.to_string()));
         }
     }
@@ -96,15 +93,16 @@ pub async fn run_tests(project: &Project, select: &[String]) -> Vec<TestResult> 
         let m = defs.model(name).expect("compiled");
         let r = match m.materialization {
             Materialization::Table => {
-                let loc = table_location(project, m);
-                if !loc.exists() {
+                if !warehouse.has_table(m).await.unwrap_or(false) {
                     setup_errors.push((name.clone(), "no table yet; run `amora materialize` first".into()));
                     continue;
                 }
-                warehouse.register_table(name, &loc).await
+                warehouse.use_table(m).await
             }
-            Materialization::View => warehouse.register_view(name, &compiled.models[name].sql).await,
-            Materialization::Ephemeral => warehouse.register_view(name, &compiled.models[name].sql).await,
+            // Views are made readable; ephemeral models are tested through a view of their SQL.
+            Materialization::View | Materialization::Ephemeral => {
+                warehouse.build_view(m, &compiled.models[name].sql).await
+            }
         };
         if let Err(e) = r {
             setup_errors.push((name.clone(), e.to_string()));
@@ -132,8 +130,8 @@ pub async fn run_tests(project: &Project, select: &[String]) -> Vec<TestResult> 
                 out.push(result);
                 continue;
             }
-            let sql = failing_rows_sql(&m.name, column, test);
-            match warehouse.count(&sql).await {
+            let sql = failing_rows_sql(dialect, &m.name, column, test);
+            match count(warehouse, &sql).await {
                 Ok(0) => result.passed = true,
                 Ok(n) => {
                     result.failing_rows = n;
@@ -149,4 +147,19 @@ pub async fn run_tests(project: &Project, select: &[String]) -> Vec<TestResult> 
         }
     }
     out
+}
+
+/// `SELECT COUNT(*)` over `sql`.
+async fn count(warehouse: &dyn OfflineStore, sql: &str) -> Result<u64, amora_offline::OfflineError> {
+    use amora_offline::arrow::array::{Array, Int64Array};
+    use amora_offline::arrow::compute::cast;
+    use amora_offline::arrow::datatypes::DataType;
+    let batches = warehouse.query(&format!("SELECT COUNT(*) AS n FROM ({sql}) AS amora_q")).await?;
+    // COUNT(*) always gives one row: none back is the store failing, never a pass.
+    let Some(col) = batches.iter().find(|b| b.num_rows() > 0).map(|b| b.column(0).clone()) else {
+        return Err(amora_offline::OfflineError::Backend("the row count came back empty".into()));
+    };
+    let n = cast(&col, &DataType::Int64)?;
+    let n = n.as_any().downcast_ref::<Int64Array>().map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) });
+    Ok(u64::try_from(n).unwrap_or(0))
 }

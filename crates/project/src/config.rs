@@ -130,6 +130,19 @@ pub enum OfflineStoreConfig {
         dataset: String,
         #[serde(default)]
         location: Option<String>,
+        /// REST endpoint override (an emulator); also `BIGQUERY_EMULATOR_HOST`.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Storage Read API endpoint override; also `BIGQUERY_STORAGE_EMULATOR_HOST`.
+        #[serde(default)]
+        storage_endpoint: Option<String>,
+        /// A service-account key file (else `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's
+        /// application-default credentials, or the metadata server).
+        #[serde(default)]
+        credentials: Option<PathBuf>,
+        /// `storage` (default: the Storage Read API, REST paging as a fallback) or `rest`.
+        #[serde(default)]
+        read_api: Option<String>,
     },
 }
 

@@ -7,8 +7,9 @@
 //!
 //! Endpoint: `STORAGE_EMULATOR_HOST` (e.g. `http://127.0.0.1:4443`, as Google's
 //! clients honour it) or `https://storage.googleapis.com`. Credentials for the real
-//! service: an access token in `GOOGLE_OAUTH_ACCESS_TOKEN`, else the metadata server
-//! (on Google Cloud). Service-account key files come with the BigQuery issue.
+//! service: `amora-gauth` (`GOOGLE_OAUTH_ACCESS_TOKEN`, a service-account key in
+//! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's application-default credentials, or
+//! the metadata server).
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ pub struct GcsStore {
     bucket: String,
     object: String,
     agent: ureq::Agent,
-    emulator: bool,
+    credentials: amora_gauth::Credentials,
 }
 
 fn encode(s: &str) -> String {
@@ -43,33 +44,26 @@ impl GcsStore {
         };
         let agent =
             ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout(Duration::from_secs(60)).build();
-        GcsStore { base, bucket: bucket.into(), object: object.into(), agent, emulator: emulator.is_some() }
+        let env = |k: &str| std::env::var(k).ok();
+        // An emulator takes no credentials; Google Cloud's are found as Google's clients find them.
+        let credentials = match emulator {
+            Some(_) => amora_gauth::Credentials::anonymous(),
+            None => amora_gauth::Credentials::discover(None, &env).unwrap_or_else(|e| {
+                tracing_free_warning(&e);
+                amora_gauth::Credentials::anonymous()
+            }),
+        };
+        GcsStore { base, bucket: bucket.into(), object: object.into(), agent, credentials }
     }
 
     fn err(&self, message: impl std::fmt::Display) -> StoreError {
         StoreError::Backend { location: self.location(), message: message.to_string() }
     }
 
-    fn token(&self) -> Result<Option<String>, StoreError> {
-        if self.emulator {
-            return Ok(None);
-        }
-        if let Ok(t) = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN") {
-            return Ok(Some(t));
-        }
-        let url = "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
-        let resp =
-            self.agent.get(url).set("Metadata-Flavor", "Google").timeout(Duration::from_secs(3)).call().map_err(
-                |_| self.err("no credentials: set GOOGLE_OAUTH_ACCESS_TOKEN, or run on Google Cloud (metadata server)"),
-            )?;
-        let body: serde_json::Value = serde_json::from_reader(resp.into_reader()).map_err(|e| self.err(e))?;
-        Ok(body["access_token"].as_str().map(String::from))
-    }
-
     fn request(&self, method: &str, url: &str) -> Result<ureq::Request, StoreError> {
         let mut r = self.agent.request(method, url);
-        if let Some(t) = self.token()? {
-            r = r.set("Authorization", &format!("Bearer {t}"));
+        if let Some(h) = self.credentials.header().map_err(|e| self.err(e))? {
+            r = r.set("Authorization", &h);
         }
         Ok(r)
     }
@@ -194,4 +188,9 @@ impl RegistryStore for GcsStore {
             None => Err(StoreError::NotFound(format!("history file {name}"))),
         }
     }
+}
+
+/// A broken credentials file is reported once; requests then fail with the service's 401.
+fn tracing_free_warning(e: &amora_gauth::AuthError) {
+    eprintln!("warning: {e}; GCS requests will be sent without credentials");
 }

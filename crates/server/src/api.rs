@@ -59,6 +59,12 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::NotFound { class, message } => ApiError::new(StatusCode::NOT_FOUND, class, message),
             CoreError::Invalid(m) => ApiError::bad_request(m),
+            CoreError::Offline(amora_offline::OfflineError::Contract(m)) => ApiError::bad_request(m),
+            CoreError::Offline(amora_offline::OfflineError::Backend(m)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ConnectionError",
+                format!("the offline store is unavailable: {m}"),
+            ),
             CoreError::Online(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ConnectionError",
@@ -427,8 +433,15 @@ async fn materialize(service: &Arc<Service>, b: MaterializeBody, ranged: bool, q
     let job = move || -> Result<(), ApiError> {
         let _running = running;
         let target = Target { store: svc.store.as_ref(), project: &svc.project, version: svc.entity_key_version };
-        let outcomes =
-            amora_core::online::materialize(&runtime, svc.registry.as_ref(), target, &plan, &request.user, &|_, _| {})?;
+        let outcomes = amora_core::online::materialize(
+            &runtime,
+            svc.offline.as_ref(),
+            svc.registry.as_ref(),
+            target,
+            &plan,
+            &request.user,
+            &|_, _| {},
+        )?;
         svc.refresh();
         let failures: Vec<String> =
             outcomes.iter().filter_map(|o| o.result.as_ref().err().map(|e| format!("{}: {e}", o.view))).collect();

@@ -45,6 +45,8 @@ pub struct Service {
     pub root: PathBuf,
     pub entity_key_version: u32,
     pub store: Arc<dyn OnlineStore>,
+    /// Where `/materialize` reads from.
+    pub offline: Arc<dyn amora_offline::OfflineStore>,
     pub registry: Arc<dyn RegistryStore>,
     pub config: ServerConfig,
     snapshot: RwLock<Arc<Snapshot>>,
@@ -95,6 +97,7 @@ impl Service {
         root: PathBuf,
         entity_key_version: u32,
         store: Arc<dyn OnlineStore>,
+        offline: Arc<dyn amora_offline::OfflineStore>,
         registry: Arc<dyn RegistryStore>,
         config: ServerConfig,
     ) -> Result<Service, String> {
@@ -104,6 +107,7 @@ impl Service {
             root,
             entity_key_version,
             store,
+            offline,
             registry,
             config,
             snapshot: RwLock::new(Arc::new(Snapshot::new(file, fp))),

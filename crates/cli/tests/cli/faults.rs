@@ -83,6 +83,20 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// The example project with generated data (`rows` rows over `sources` sources),
+/// its models run and its feature store applied.
+fn applied_with_data(dir: &std::path::Path, rows: u32, sources: u32) {
+    let run: Run = Command::new(env!("CARGO_BIN_EXE_amora"))
+        .args(["generate-health", "--rows", &rows.to_string(), "--sources", &sources.to_string(), "--output"])
+        .arg(dir.join("data/health.csv"))
+        .output()
+        .unwrap()
+        .into();
+    run.ok();
+    amora(dir, &["materialize"]).ok();
+    amora(dir, &["feature-store", "apply"]).ok();
+}
+
 fn intervals(dir: &std::path::Path) -> usize {
     let reg = registry(&dir.join("data/registry.db"));
     let (_, f) = reg.objects(ObjectKind::FeatureView, "health").next().unwrap();
@@ -94,15 +108,7 @@ fn a_store_failure_mid_materialization_records_nothing_and_a_rerun_converges() {
     let Some(redis) = PrivateRedis::start() else { return };
     let (_tmp, dir) = example("health");
     // Many entities: 30,000 sources, so the write spans several batches.
-    let run: Run = Command::new(env!("CARGO_BIN_EXE_amora"))
-        .args(["generate-health", "--rows", "120000", "--sources", "30000", "--output"])
-        .arg(dir.join("data/health.csv"))
-        .output()
-        .unwrap()
-        .into();
-    run.ok();
-    amora(&dir, &["materialize"]).ok();
-    amora(&dir, &["feature-store", "apply"]).ok();
+    applied_with_data(&dir, 120_000, 30_000);
     let with_redis = |args: &[&str]| -> Run {
         amora_cmd(&dir, args)
             .env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis")
@@ -160,15 +166,7 @@ fn redis_killed_mid_materialization_exits_cleanly_and_a_rerun_converges() {
     let Some(redis) = PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &aof) else { return };
     let (_tmp, dir) = example("health");
     // 200,000 sources: dozens of write batches, so the kill lands mid-write.
-    let run: Run = Command::new(env!("CARGO_BIN_EXE_amora"))
-        .args(["generate-health", "--rows", "400000", "--sources", "200000", "--output"])
-        .arg(dir.join("data/health.csv"))
-        .output()
-        .unwrap()
-        .into();
-    run.ok();
-    amora(&dir, &["materialize"]).ok();
-    amora(&dir, &["feature-store", "apply"]).ok();
+    applied_with_data(&dir, 400_000, 200_000);
     let with_redis = |cmd: &mut Command| {
         cmd.env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis").env(
             "AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG",
@@ -214,4 +212,147 @@ fn redis_killed_mid_materialization_exits_cleanly_and_a_rerun_converges() {
     let fresh: Run = cmd.output().unwrap().into();
     fresh.ok();
     assert_eq!(redis.cli(&["debug", "digest"]), digest, "rerun after the kill differs from an uninterrupted run");
+}
+
+/// Starts a private 3-node Redis Cluster (no replicas; `cluster-require-full-coverage
+/// no`, so the live nodes keep serving their slots while one is down).
+fn private_cluster(base: u16) -> Option<Vec<PrivateRedis>> {
+    let extra = |port: u16| -> Vec<String> {
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+            "--appendonly",
+            "yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut nodes = Vec::new();
+    for port in base..base + 3 {
+        let e = extra(port);
+        let e: Vec<&str> = e.iter().map(String::as_str).collect();
+        nodes.push(PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &e)?);
+    }
+    let addrs: Vec<String> = (base..base + 3).map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+    for n in &nodes {
+        wait_cluster_ok(n);
+    }
+    Some(nodes)
+}
+
+fn wait_cluster_ok(n: &PrivateRedis) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {
+        assert!(std::time::Instant::now() < deadline, "cluster on {} never became ok", n.port);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_dead_cluster_node_fails_only_its_slots_clearly_and_reads_recover_when_it_returns() {
+    let base = 31_000 + ((std::process::id() * 7) % 15_000) as u16;
+    let Some(nodes) = private_cluster(base) else { return };
+    let (_tmp, dir) = example("health");
+    // 40 sources: their keys spread over the three nodes.
+    applied_with_data(&dir, 4_000, 40);
+    let connection = (base..base + 3).map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let cmd = |args: &[&str]| {
+        let mut c = amora_cmd(&dir, args);
+        c.env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis").env(
+            "AMORA_FEATURE_STORE_ONLINE_STORE_CONFIG",
+            format!(
+                "{{\"connection_string\": \"{connection}\", \"redis_type\": \"redis_cluster\", \"timeout_ms\": 1000}}"
+            ),
+        );
+        let r: Run = c.output().unwrap().into();
+        r
+    };
+    cmd(&["feature-store", "materialize", "2024-01-01", "2025-01-01"]).ok();
+    let names: Vec<String> = std::fs::read_to_string(dir.join("data/health.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1).map(String::from))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(names.len() >= 20, "{names:?}");
+    let read = |name: &str| {
+        cmd(&[
+            "feature-store",
+            "get-online-features",
+            "--features",
+            "step_count_by_source:value_sum",
+            "--entity",
+            &format!("source_name={name}"),
+            "--json",
+        ])
+    };
+    let before: Vec<String> = names.iter().map(|n| read(n).ok().stdout).collect();
+    let victim = nodes.iter().max_by_key(|n| n.cli(&["dbsize"]).trim().parse::<u64>().unwrap_or(0)).unwrap();
+    assert!(victim.cli(&["dbsize"]).trim().parse::<u64>().unwrap() > 0);
+
+    // SIGKILL one master; the others mark it failed and keep serving their slots.
+    let pid = std::fs::read_to_string(victim.dir.path().join("redis.pid")).unwrap();
+    assert!(Command::new("kill").args(["-9", pid.trim()]).status().unwrap().success());
+    let other = nodes.iter().find(|n| n.port != victim.port).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !other
+        .cli(&["cluster", "nodes"])
+        .lines()
+        .any(|l| l.contains(&format!(":{}@", victim.port)) && l.contains("fail"))
+    {
+        assert!(std::time::Instant::now() < deadline, "the cluster never marked the dead node failed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let t0 = std::time::Instant::now();
+    let during: Vec<Run> = names.iter().map(|n| read(n)).collect();
+    let failed: Vec<&Run> = during.iter().filter(|r| r.code != 0).collect();
+    assert!(!failed.is_empty(), "no read touched the dead node");
+    assert!(failed.len() < names.len(), "the live nodes' slots must still be served");
+    for f in &failed {
+        assert!(f.stderr.contains("redis") && !f.stderr.contains("panicked"), "{}", f.stderr);
+    }
+    for (r, b) in during.iter().zip(&before) {
+        if r.code == 0 {
+            assert_eq!(&r.stdout, b, "a live node's value changed");
+        }
+    }
+    assert!(t0.elapsed().as_secs() < 120, "failures must be quick, took {:?}", t0.elapsed());
+
+    // The node returns (its append-only file and cluster config): every read works again, values intact.
+    let _ = std::fs::remove_file(victim.dir.path().join("redis.pid"));
+    let e = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        &format!("nodes-{}.conf", victim.port),
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-require-full-coverage",
+        "no",
+        "--appendonly",
+        "yes",
+    ];
+    assert!(victim.launch(&e));
+    victim.wait_ready();
+    for n in &nodes {
+        wait_cluster_ok(n);
+    }
+    let after: Vec<String> = names.iter().map(|n| read(n).ok().stdout).collect();
+    assert_eq!(after, before, "values after the node returned differ");
 }

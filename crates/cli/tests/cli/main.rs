@@ -2,6 +2,7 @@
 //! `e2e` needs nothing but the binary; `feast_compat` needs a Python with Feast 0.67
 //! (`AMORA_FEAST_PYTHON`), and is skipped without one unless `TEST_INTEGRATION=1`.
 
+mod bigquery;
 mod e2e;
 mod faults;
 mod feast_compat;

@@ -17,7 +17,7 @@ fn emulator() -> Option<String> {
     }
 }
 
-fn create_bucket(host: &str, bucket: &str) {
+pub fn create_bucket(host: &str, bucket: &str) {
     let base = if host.starts_with("http") { host.to_string() } else { format!("http://{host}") };
     let out = std::process::Command::new("curl")
         .args(["-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d"])
