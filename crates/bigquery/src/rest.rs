@@ -330,3 +330,69 @@ fn job_errors(v: &Value) -> Result<(), BqError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A server on 127.0.0.1 that answers each connection with the next reply.
+    fn server(replies: Vec<(&'static str, &'static str)>) -> (String, std::thread::JoinHandle<usize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            for (status, body) in &replies {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+            replies.len()
+        });
+        (url, h)
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_client_errors_are_not() {
+        let (url, h) = server(vec![
+            ("503 Service Unavailable", r#"{"error":{"message":"backend error"}}"#),
+            ("429 Too Many Requests", r#"{"error":{"message":"rate limited"}}"#),
+            ("200 OK", r#"{"id":"p:d"}"#),
+        ]);
+        let rest = Rest::new(&url, "p", None, Arc::new(Credentials::anonymous()));
+        rest.ensure_dataset("d").unwrap();
+        assert_eq!(h.join().unwrap(), 3);
+        let (url, h) = server(vec![("403 Forbidden", r#"{"error":{"message":"Access Denied: dataset p:d"}}"#)]);
+        let rest = Rest::new(&url, "p", None, Arc::new(Credentials::anonymous()));
+        let e = rest.ensure_dataset("d").unwrap_err().to_string();
+        assert!(e.contains("403") && e.contains("Access Denied"), "{e}");
+        h.join().unwrap();
+        // Nobody listening: a few quick attempts, then a clear error.
+        let rest = Rest::new("http://127.0.0.1:9", "p", None, Arc::new(Credentials::anonymous()));
+        let t0 = Instant::now();
+        let e = rest.ensure_dataset("d").unwrap_err().to_string();
+        assert!(e.contains("unreachable") && t0.elapsed() < Duration::from_secs(10), "{e}");
+    }
+
+    #[test]
+    fn job_errors_carry_the_message_and_position() {
+        let v = json!({"status": {"state": "DONE", "errorResult": {"reason": "invalidQuery", "location": "query", "message": "Unrecognized name: nope at [1:8]"}}});
+        let e = job_errors(&v).unwrap_err().to_string();
+        assert!(e.contains("Unrecognized name: nope at [1:8]"), "{e}");
+        // Warnings in status.errors of a job that succeeded are not failures.
+        let ok = json!({"status": {"state": "DONE", "errors": [{"message": "a warning"}]}});
+        assert!(job_errors(&ok).is_ok());
+        let emulator = json!({"errors": [{"message": "Binder Error", "location": "t.sql"}]});
+        assert!(job_errors(&emulator).unwrap_err().to_string().contains("(at t.sql)"));
+    }
+}

@@ -258,3 +258,82 @@ mod tests {
         assert!(e.contains("not a usable RSA key"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod service_account_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A service-account key (made by openssl), a token endpoint on 127.0.0.1 that
+    /// checks the JWT's RS256 signature and claims: the token comes back, and is cached.
+    #[test]
+    fn a_service_account_key_signs_a_jwt_that_the_token_endpoint_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("key.pem");
+        let ok = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&pem)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return eprintln!("skipping: openssl is not installed");
+        }
+        let pem = std::fs::read_to_string(&pem).unwrap();
+        let der = pem_to_der(&pem).unwrap();
+        let public = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap().public().as_ref().to_vec();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}/token", listener.local_addr().unwrap());
+        let key = serde_json::json!({
+            "type": "service_account", "client_email": "amora@p.iam.gserviceaccount.com",
+            "private_key": pem, "token_uri": uri,
+        });
+        let file = dir.path().join("sa.json");
+        std::fs::write(&file, key.to_string()).unwrap();
+        let audience = uri.clone();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let body = String::from_utf8(body).unwrap();
+            let jwt = body.split('&').find_map(|kv| kv.strip_prefix("assertion=")).unwrap().to_string();
+            let (signed, sig) = jwt.rsplit_once('.').unwrap();
+            let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap();
+            let verified =
+                ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &public)
+                    .verify(signed.as_bytes(), &sig)
+                    .is_ok();
+            let claims = signed.split('.').nth(1).unwrap();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap())
+                    .unwrap();
+            let good = verified
+                && claims["iss"] == "amora@p.iam.gserviceaccount.com"
+                && claims["aud"] == audience.as_str()
+                && claims["scope"] == SCOPE;
+            let (status, reply) = if good {
+                ("200 OK", r#"{"access_token":"tok-123","expires_in":3600}"#)
+            } else {
+                ("401 Unauthorized", r#"{"error":"invalid_grant"}"#)
+            };
+            write!(s, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
+        });
+        let c = Credentials::discover(Some(&file), &|_| None).unwrap();
+        assert!(c.describe().contains("amora@p.iam"));
+        assert_eq!(c.header().unwrap().as_deref(), Some("Bearer tok-123"));
+        server.join().unwrap();
+        // Cached: the endpoint (now gone) is not asked again.
+        assert_eq!(c.header().unwrap().as_deref(), Some("Bearer tok-123"));
+    }
+}
