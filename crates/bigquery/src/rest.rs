@@ -35,6 +35,8 @@ pub struct Rest {
     upload_base: String,
     pub project: String,
     pub location: Option<String>,
+    /// Rows per page for `tabledata.list` and `getQueryResults`.
+    pub page_rows: u32,
     credentials: Arc<Credentials>,
     agent: ureq::Agent,
 }
@@ -60,6 +62,7 @@ impl Rest {
             upload_base: format!("{e}/upload/bigquery/v2/projects/{project}"),
             project: project.into(),
             location,
+            page_rows: 10_000,
             credentials,
             agent,
         }
@@ -199,6 +202,52 @@ impl Rest {
         Ok(done)
     }
 
+    /// Runs a query whose result is small (data tests, samples): a query job
+    /// (`jobs.insert`, polled), then its rows page by page through
+    /// `jobs.getQueryResults`; returns the result's fields and rows (timestamps as
+    /// int64 microseconds). Not `jobs.query`: the emulator ignores its `defaultDataset`.
+    pub fn query_rows(&self, sql: &str, params: &[Param], default_dataset: Option<&str>) -> Result<JsonRows, BqError> {
+        let done = self.run(sql, params, default_dataset)?;
+        let mut fields: Vec<(String, String)> = Vec::new();
+        let mut rows = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/queries/{}?maxResults={}&timeoutMs=60000&formatOptions.useInt64Timestamp=true",
+                self.base, done.job_id, self.page_rows
+            );
+            if let Some(t) = &token {
+                url.push_str(&format!("&pageToken={}", encode(t)));
+            }
+            if let Some(l) = &self.location {
+                url.push_str(&format!("&location={l}"));
+            }
+            let v = self.call("jobs.getQueryResults", "GET", &url, None)?;
+            job_errors(&v)?;
+            if !v["jobComplete"].as_bool().unwrap_or(true) {
+                continue; // getQueryResults waited timeoutMs; ask again
+            }
+            if fields.is_empty() {
+                fields = v["schema"]["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        (f["name"].as_str().unwrap_or("").to_string(), f["type"].as_str().unwrap_or("").to_string())
+                    })
+                    .collect();
+            }
+            let page = v["rows"].as_array().map_or(0, |r| r.len());
+            for r in v["rows"].as_array().into_iter().flatten() {
+                rows.push(r["f"].as_array().into_iter().flatten().map(|c| c["v"].clone()).collect());
+            }
+            match v["pageToken"].as_str() {
+                Some(t) if !t.is_empty() && page > 0 => token = Some(t.to_string()),
+                _ => return Ok((fields, rows)),
+            }
+        }
+    }
+
     /// Polls a job until it is done; its error, if any, becomes [`BqError::Query`].
     fn wait(&self, mut v: Value) -> Result<Done, BqError> {
         let id = v["jobReference"]["jobId"].as_str().unwrap_or_default().to_string();
@@ -271,11 +320,12 @@ impl Rest {
         let mut token: Option<String> = None;
         loop {
             let mut url = format!(
-                "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/data?maxResults=10000&formatOptions.useInt64Timestamp=true",
+                "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/data?maxResults={}&formatOptions.useInt64Timestamp=true",
                 self.endpoint(),
                 t.project,
                 t.dataset,
-                t.table
+                t.table,
+                self.page_rows
             );
             if let Some(tok) = &token {
                 url.push_str(&format!("&pageToken={}", encode(tok)));

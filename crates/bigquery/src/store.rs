@@ -477,10 +477,11 @@ impl OfflineStore for BigQueryStore {
 
     fn query<'a>(&'a self, select: &'a str) -> BoxFuture<'a, Result<Vec<RecordBatch>, OfflineError>> {
         Box::pin(async move {
-            // Results are written to a scratch table and read back (anonymous result tables
-            // are not readable on every BigQuery, the emulator's included).
-            let result = self.scratch("query")?;
-            self.run_and_read(format!("CREATE OR REPLACE TABLE {} AS {select}", result.sql()), vec![], &result).await
+            // Small results (data tests, samples): jobs.query and getQueryResults paging.
+            self.ensure_dataset().await?;
+            let (d, q) = (self.dataset.clone(), select.to_string());
+            let (fields, rows) = self.blocking(move |r| r.query_rows(&q, &[], Some(&d))).await?;
+            Ok(vec![rows_to_batch(&fields, &rows)?])
         })
     }
 

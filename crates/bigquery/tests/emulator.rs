@@ -25,7 +25,8 @@ fn emulator() -> Option<(String, String)> {
 fn queries_parameters_errors_and_both_read_paths_agree() {
     let Some((rest_url, grpc_url)) = emulator() else { return eprintln!("skipping: no BigQuery emulator") };
     let creds = Arc::new(Credentials::anonymous());
-    let rest = Rest::new(&rest_url, "test-project", None, creds.clone());
+    let mut rest = Rest::new(&rest_url, "test-project", None, creds.clone());
+    rest.page_rows = 700; // several pages for 2,000 rows
     let dataset = format!("amora_client_{}", uuid::Uuid::new_v4().simple());
     rest.ensure_dataset(&dataset).unwrap();
     rest.ensure_dataset(&dataset).unwrap(); // idempotent
@@ -49,6 +50,17 @@ fn queries_parameters_errors_and_both_read_paths_agree() {
     let (fields, json_rows) = rest.list_rows(&t).unwrap();
     assert_eq!(json_rows.len(), 2000, "REST paging returns every row");
     assert_eq!(fields.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["n", "half", "k", "ts"]);
+    let mut ns: Vec<i64> = json_rows.iter().map(|r| r[0].as_str().unwrap().parse().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, (1..=2000).collect::<Vec<_>>(), "every row once across the pages");
+    // jobs.query + getQueryResults paging, with a parameter.
+    let (qf, qrows) = rest
+        .query_rows(&format!("SELECT n, ts FROM {} WHERE n > @min", t.sql()), &[Param::int64("min", 500)], None)
+        .unwrap();
+    assert_eq!(qf.len(), 2);
+    assert_eq!(qrows.len(), 1500);
+    let (_, one) = rest.query_rows("SELECT COUNT(*) AS c FROM numbers", &[], Some(&dataset)).unwrap();
+    assert_eq!(one[0][0].as_str(), Some("2000"));
     // A bad query names the problem; an unknown table reads as a clean error.
     let err = rest.run("SELECT nope FROM missing_table", &[], Some(&dataset)).unwrap_err().to_string();
     assert!(err.contains("BigQuery rejected the query"), "{err}");

@@ -523,7 +523,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 let w = amora_offline::Warehouse::new(0);
                 let timings = std::env::var_os("AMORA_TIMINGS").is_some();
                 let t0 = std::time::Instant::now();
-                let frame = amora_offline::frames::read_frame(&w, &entities).await?;
+                let frame = amora_offline::frames::read_frame(&entities).await?;
                 if timings {
                     eprintln!("timing: read entities {:.3}s", t0.elapsed().as_secs_f64());
                 }

@@ -200,7 +200,7 @@ pub fn read_latency(
 ) -> anyhow::Result<()> {
     use amora_offline::arrow::array::Array;
     let rt = crate::pipeline_cmd::runtime()?;
-    let frame = rt.block_on(amora_offline::frames::read_frame(&amora_offline::Warehouse::new(1), ids))?;
+    let frame = rt.block_on(amora_offline::frames::read_frame(ids))?;
     let col = amora_offline::arrow::compute::cast(frame.column(0), &amora_offline::arrow::datatypes::DataType::Utf8)?;
     let col = col.as_any().downcast_ref::<amora_offline::arrow::array::StringArray>().context("ids")?;
     let ids: Vec<String> = (0..col.len()).map(|i| col.value(i).to_string()).collect();

@@ -23,12 +23,17 @@ pub fn fast_parquet() -> datafusion::config::TableParquetOptions {
     o
 }
 
-/// Reads a Parquet or CSV file (by extension) into one batch.
-pub async fn read_frame(warehouse: &Warehouse, path: &Path) -> Result<RecordBatch, OfflineError> {
+/// Reads a Parquet or CSV file (by extension) into one batch, rows in the file's
+/// order. The scan has one partition: a partitioned scan is merged as partitions
+/// finish (and may be repartitioned round-robin), which reorders a large file, and
+/// training sets promise the entity rows' order.
+pub async fn read_frame(path: &Path) -> Result<RecordBatch, OfflineError> {
     if !path.exists() {
         return Err(OfflineError::Io { path: path.display().to_string(), message: "file not found".into() });
     }
-    let ctx = warehouse.context();
+    let ctx = &datafusion::prelude::SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
     let p = path.display().to_string();
     let df = if is_csv(path) {
         ctx.read_csv(p, CsvReadOptions::new().has_header(true)).await?
@@ -52,4 +57,28 @@ pub async fn write_frame(warehouse: &Warehouse, batch: RecordBatch, path: &Path)
         df.write_parquet(&p, options, Some(fast_parquet())).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, Int64Array};
+
+    /// A file large enough to be scanned as several partitions comes back in file order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_frames_keep_the_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entities.csv");
+        let n = 400_000;
+        let mut text = String::from("source_name,event_timestamp,label\n");
+        for i in 0..n {
+            text.push_str(&format!("Device number {},2024-01-{:02}T{:02}:00:00,{i}\n", i % 977, 1 + i % 28, i % 24));
+        }
+        assert!(text.len() > 16 << 20, "bigger than DataFusion's repartitioning threshold");
+        std::fs::write(&path, text).unwrap();
+        let frame = read_frame(&path).await.unwrap();
+        let labels = frame.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(labels.len(), n);
+        assert!(labels.values().iter().enumerate().all(|(i, v)| *v == i as i64), "rows out of order");
+    }
 }

@@ -72,7 +72,8 @@ pub trait OfflineStore: Send + Sync {
     /// Checks a view model against its declaration and makes it readable (an
     /// ephemeral model: readable, for its data tests).
     fn build_view<'a>(&'a self, model: &'a Model, sql: &'a str) -> BoxFuture<'a, Result<(), OfflineError>>;
-    /// Runs a query (in the store's dialect) and collects the result.
+    /// Runs a query (in the store's dialect) and collects the result (meant for
+    /// small results: data tests and their samples).
     fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<Vec<RecordBatch>, OfflineError>>;
     /// A model table's rows (for `amora show`), in no particular order.
     fn read_table<'a>(&'a self, model: &'a Model) -> BoxFuture<'a, Result<Vec<RecordBatch>, OfflineError>>;

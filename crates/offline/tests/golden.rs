@@ -29,8 +29,8 @@ fn matches_feast_duckdb_store_value_by_value() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let w = Warehouse::new(2);
-        let entities = read_frame(&w, &dir().join("entities.parquet")).await.unwrap();
-        let expected = sorted_by_row_id(&read_frame(&w, &dir().join("expected.parquet")).await.unwrap());
+        let entities = read_frame(&dir().join("entities.parquet")).await.unwrap();
+        let expected = sorted_by_row_id(&read_frame(&dir().join("expected.parquet")).await.unwrap());
         let view = ViewSpec {
             name: "stats".into(),
             join_keys: vec!["user_id".into()],
