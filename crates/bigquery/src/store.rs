@@ -586,11 +586,19 @@ impl OfflineStore for BigQueryStore {
             let mut columns: Vec<ArrayRef> = entities.columns().to_vec();
             fields[ts_idx] = Field::new(timestamp_column, utc, true);
             columns[ts_idx] = entity_ts;
-            for n in &names {
+            // Each feature as the embedded engine's table stores it (BigQuery has no INT32 or FLOAT32).
+            let types: Vec<Option<DataType>> = views
+                .iter()
+                .flat_map(|v| {
+                    (0..v.features.len()).map(|j| v.feature_types.get(j).map(|t| amora_offline::storage_type(*t)))
+                })
+                .collect();
+            for (n, want) in names.iter().zip(types) {
                 let c = joined.column(joined.schema().index_of(n).map_err(|e| OfflineError::Backend(e.to_string()))?);
                 let c = take(c.as_ref(), &order, None)?;
-                let c = match c.data_type() {
-                    DataType::Utf8View | DataType::LargeUtf8 => cast(&c, &DataType::Utf8)?,
+                let c = match (want, c.data_type()) {
+                    (Some(t), have) if *have != t => cast(&c, &t)?,
+                    (None, DataType::Utf8View | DataType::LargeUtf8) => cast(&c, &DataType::Utf8)?,
                     _ => c,
                 };
                 fields.push(Field::new(n, c.data_type().clone(), true));

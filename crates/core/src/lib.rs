@@ -127,6 +127,12 @@ pub fn resolve_views(
         };
         let keys: Vec<(String, i32)> = spec.entity_columns.iter().map(|c| (c.name.clone(), c.value_type)).collect();
         let ttl = spec.ttl.map_or(0, |d| u64::try_from(d.seconds).unwrap_or(0));
+        let feature_types = features
+            .iter()
+            .filter_map(|f| spec.features.iter().find(|x| x.name == *f))
+            .filter_map(|x| amora_model::ValueType::from_feast_enum(x.value_type))
+            .collect::<Vec<_>>();
+        let feature_types = if feature_types.len() == features.len() { feature_types } else { vec![] };
         out.push((
             ViewSpec {
                 name: view.clone(),
@@ -135,6 +141,7 @@ pub fn resolve_views(
                 created_timestamp: Some(source.created_timestamp_column.clone()).filter(|c| !c.is_empty()),
                 ttl_seconds: ttl,
                 features,
+                feature_types,
                 location,
             },
             keys,

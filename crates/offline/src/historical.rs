@@ -23,7 +23,10 @@ pub struct ViewSpec {
     /// 0: unbounded lookback.
     pub ttl_seconds: u64,
     pub features: Vec<String>,
-    /// A Parquet file or a folder of Parquet files.
+    /// The declared type of each feature, when known: a store whose engine has
+    /// fewer types (BigQuery: INT64 for int32) casts its results back to them.
+    pub feature_types: Vec<amora_model::ValueType>,
+    /// A Parquet file or a folder of Parquet files (embedded), or `project.dataset.table` (BigQuery).
     pub location: String,
 }
 

@@ -38,6 +38,7 @@ fn matches_feast_duckdb_store_value_by_value() {
             created_timestamp: Some("created".into()),
             ttl_seconds: 7200,
             features: vec!["f_float".into(), "f_int".into(), "f_str".into()],
+            feature_types: vec![],
             location: dir().join("features.parquet").display().to_string(),
         };
         let got = get_historical_features(&w, &entities, "event_timestamp", &[view], false).await.unwrap();
