@@ -9,6 +9,7 @@
 pub mod frames;
 pub mod historical;
 pub mod pit;
+mod scan;
 pub mod store;
 mod types;
 mod warehouse;

@@ -190,6 +190,10 @@ impl OfflineStore for EmbeddedStore {
         (start, end): (i64, i64),
     ) -> BoxFuture<'a, Result<Vec<BatchStream>, OfflineError>> {
         Box::pin(async move {
+            // A local table: page by page, bounded memory (see `scan`).
+            if let Some(files) = crate::scan::local_files(&scan.location) {
+                return Ok(crate::scan::scan_files(files, scan, (start, end)));
+            }
             use datafusion::prelude::{ident, lit, ParquetReadOptions};
             use datafusion::scalar::ScalarValue;
             let contract = |m: String| OfflineError::Contract(format!("feature view `{}`: {m}", scan.view));
