@@ -91,6 +91,17 @@ fn embedded_and_bigquery_give_identical_tables_tests_training_sets_and_online_va
         assert!(a.lines().count() > 1000, "{model} has rows");
         assert_eq!(a, b, "model table {model} differs between the embedded engine and BigQuery");
     }
+    // A source that is already a BigQuery table (here: the table the first run loaded).
+    let (_t3, from_bq) = example("diff");
+    on_bigquery(&from_bq, &e, &unique("amora_src"), &unique("amora-src").replace('_', "-"));
+    edit(
+        &from_bq.join("sources/health.yml"),
+        "path: data/health.csv",
+        &format!("path: bigquery://test-project.{dataset}.health"),
+    );
+    amora(&from_bq, &["materialize"]).ok();
+    amora(&from_bq, &["show", "steps", "--output", o("src_steps.csv").to_str().unwrap()]).ok();
+    assert_eq!(read(&o("emb_steps.csv")), read(&o("src_steps.csv")), "a bigquery:// source gives the same model");
     // Unchanged models are skipped on BigQuery too.
     let again = amora(&bq, &["materialize"]).ok();
     assert!(again.stdout.contains("skipped: [steps, step_count_by_source]"), "{}", again.stdout);
