@@ -116,7 +116,15 @@ pub async fn handle(service: Arc<Service>, req: Request<Incoming>) -> Result<Rep
     let took = t0.elapsed();
     service.metrics.request(name, reply.status().as_u16(), took);
     if service.config.access_log {
-        tracing::info!("{method} {path} {} {:.3}ms", reply.status().as_u16(), took.as_secs_f64() * 1e3);
+        // Structured fields, so log pipelines can index them.
+        tracing::info!(
+            target: "amora::access",
+            method = %method,
+            path = %path,
+            status = reply.status().as_u16(),
+            micros = took.as_micros() as u64,
+            "request"
+        );
     }
     Ok(reply)
 }
