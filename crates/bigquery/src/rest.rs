@@ -275,20 +275,21 @@ impl Rest {
         }
     }
 
-    /// Loads Parquet bytes into `table` (created from `schema`, replaced if it exists)
-    /// with a multipart upload.
+    /// Loads Parquet bytes into `table` (created from `schema` if missing; replaced,
+    /// or appended to with `append`) with a multipart upload.
     pub fn load_parquet(
         &self,
         table: &TableRef,
         schema: &[(String, String)],
         parquet: Vec<u8>,
+        append: bool,
     ) -> Result<Done, BqError> {
         let config = json!({
             "jobReference": self.job_reference(),
             "configuration": {"load": {
                 "destinationTable": {"projectId": table.project, "datasetId": table.dataset, "tableId": table.table},
                 "sourceFormat": "PARQUET",
-                "writeDisposition": "WRITE_TRUNCATE",
+                "writeDisposition": if append { "WRITE_APPEND" } else { "WRITE_TRUNCATE" },
                 "createDisposition": "CREATE_IF_NEEDED",
                 "schema": {"fields": schema.iter().map(|(n, t)| json!({"name": n, "type": t, "mode": "NULLABLE"})).collect::<Vec<_>>()},
             }},

@@ -64,6 +64,8 @@ pub struct BigQueryStore {
     pub dataset: String,
     read_api: ReadApi,
     dataset_ready: AtomicBool,
+    /// A source file is loaded in chunks of about this much Arrow data.
+    pub load_chunk_bytes: usize,
 }
 
 fn backend(e: BqError) -> OfflineError {
@@ -118,6 +120,7 @@ impl BigQueryStore {
             dataset: config.dataset.clone(),
             read_api: config.read_api,
             dataset_ready: AtomicBool::new(false),
+            load_chunk_bytes: LOAD_CHUNK_BYTES,
         })
     }
 
@@ -200,8 +203,8 @@ impl BigQueryStore {
         out
     }
 
-    /// Uploads a batch as a table (replacing it) with a Parquet load job.
-    async fn upload(&self, t: &TableRef, batch: RecordBatch) -> Result<(), OfflineError> {
+    /// Uploads a batch as a table (replacing it, or appended with `append`) with a Parquet load job.
+    async fn upload(&self, t: &TableRef, batch: RecordBatch, append: bool) -> Result<(), OfflineError> {
         self.ensure_dataset().await?;
         let schema: Vec<(String, String)> = batch
             .schema()
@@ -224,7 +227,7 @@ impl BigQueryStore {
             .collect::<Result<_, OfflineError>>()?;
         let bytes = parquet_bytes(batch)?;
         let t = t.clone();
-        self.blocking(move |r| r.load_parquet(&t, &schema, bytes)).await?;
+        self.blocking(move |r| r.load_parquet(&t, &schema, bytes, append)).await?;
         Ok(())
     }
 
@@ -236,6 +239,9 @@ impl BigQueryStore {
         })
     }
 }
+
+/// The default of [`BigQueryStore::load_chunk_bytes`].
+const LOAD_CHUNK_BYTES: usize = 64 << 20;
 
 /// The BigQuery type a column is loaded as.
 fn load_type(t: &DataType) -> Option<&'static str> {
@@ -407,16 +413,35 @@ impl OfflineStore for BigQueryStore {
                 self.run(stmt, vec![]).await?;
                 return Ok(());
             }
-            // A file: read with the declared types, loaded into the dataset.
+            // A file: read with the declared types and loaded in chunks (memory stays one
+            // chunk) into a scratch table, which then replaces the source's table in one
+            // statement: a failed load never leaves a partial source that reads as valid.
             let local = Warehouse::new(1);
             local.register_source(source, root).await?;
-            let batches = local.query(&format!("SELECT * FROM {}", Dialect::Embedded.quote(&source.name))).await?;
-            let schema = batches.first().map(|b| b.schema());
-            let batch = match schema {
-                Some(s) => concat_batches(&s, &batches)?,
-                None => return Err(contract(format!("source {} has no rows to load", source.name))),
-            };
-            self.upload(&target, batch).await
+            let df = local.context().table(source.name.as_str()).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await?;
+            let scratch = self.scratch("load")?;
+            let loaded = async {
+                let (mut pending, mut bytes, mut first) = (Vec::new(), 0usize, true);
+                while let Some(b) = stream.next().await {
+                    let b = b?;
+                    bytes += b.get_array_memory_size();
+                    pending.push(b);
+                    if bytes >= self.load_chunk_bytes {
+                        self.upload(&scratch, concat_batches(&schema, &pending)?, !first).await?;
+                        (pending, bytes, first) = (Vec::new(), 0, false);
+                    }
+                }
+                if first || !pending.is_empty() {
+                    self.upload(&scratch, concat_batches(&schema, &pending)?, !first).await?;
+                }
+                let swap = format!("CREATE OR REPLACE TABLE {} AS SELECT * FROM {}", target.sql(), scratch.sql());
+                self.run(swap, vec![]).await.map(|_| ())
+            }
+            .await;
+            self.drop_table(&scratch).await;
+            loaded
         })
     }
 
@@ -561,7 +586,7 @@ impl OfflineStore for BigQueryStore {
             let result = self.scratch("training")?;
             let stmt = sql::point_in_time(&result, &entities_table, &[], ts_name, &pit).map_err(sql_err)?;
             let out = async {
-                self.upload(&entities_table, upload).await?;
+                self.upload(&entities_table, upload, false).await?;
                 self.run_and_read(stmt, vec![Param::timestamp("min_ts", min), Param::timestamp("max_ts", max)], &result)
                     .await
             }

@@ -70,3 +70,50 @@ fn queries_parameters_errors_and_both_read_paths_agree() {
     rest.delete_table(&t).unwrap();
     assert!(rest.table(&t).unwrap().is_none());
 }
+
+/// A source file loaded in several chunks arrives whole, and no scratch table is left.
+#[test]
+fn a_source_file_is_loaded_in_chunks_then_swapped_in() {
+    use amora_model::{Column, FileFormat, Scalar, Source, ValueType};
+    use amora_offline::OfflineStore;
+    let Some((rest_url, grpc_url)) = emulator() else { return eprintln!("skipping: no BigQuery emulator") };
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("k,v,ts\n");
+    for i in 0..30_000 {
+        csv.push_str(&format!("key{},{i},2024-01-01T00:00:{:02}\n", i % 37, i % 60));
+    }
+    std::fs::write(dir.path().join("raw.csv"), csv).unwrap();
+    let col =
+        |n: &str, s: Scalar| Column { name: n.into(), ty: ValueType::Scalar(s), doc: String::new(), tests: vec![] };
+    let source = Source {
+        name: "raw".into(),
+        description: String::new(),
+        owner: String::new(),
+        tags: Default::default(),
+        location: "raw.csv".into(),
+        format: FileFormat::Csv,
+        columns: vec![col("k", Scalar::String), col("v", Scalar::Int64), col("ts", Scalar::UnixTimestamp)],
+        file: dir.path().join("sources.yml"),
+    };
+    let dataset = format!("amora_load_{}", uuid::Uuid::new_v4().simple());
+    let config = amora_bigquery::BigQueryConfig {
+        project_id: "test-project".into(),
+        dataset: dataset.clone(),
+        endpoint: Some(rest_url.clone()),
+        storage_endpoint: Some(grpc_url),
+        ..Default::default()
+    };
+    let mut store = amora_bigquery::BigQueryStore::new(&config, &|_| None).unwrap();
+    store.load_chunk_bytes = 4096; // one load job per scanned batch (8,192 rows): four
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(store.prepare_source(&source, dir.path())).unwrap();
+    let batches = rt.block_on(store.query("SELECT COUNT(*) AS n, SUM(v) AS s FROM raw")).unwrap();
+    let row = amora_offline::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(row.contains("30000") && row.contains(&(0..30_000i64).sum::<i64>().to_string()), "{row}");
+    let rest = Rest::new(&rest_url, "test-project", None, Arc::new(Credentials::anonymous()));
+    let (_, tables) = rest
+        .query_rows(&format!("SELECT table_name FROM `test-project.{dataset}.INFORMATION_SCHEMA.TABLES`"), &[], None)
+        .unwrap();
+    let names: Vec<String> = tables.iter().map(|r| r[0].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(names, ["raw"], "only the source's table is left");
+}
