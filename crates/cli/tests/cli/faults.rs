@@ -217,26 +217,9 @@ fn redis_killed_mid_materialization_exits_cleanly_and_a_rerun_converges() {
 /// Starts a private 3-node Redis Cluster (no replicas; `cluster-require-full-coverage
 /// no`, so the live nodes keep serving their slots while one is down).
 fn private_cluster(base: u16) -> Option<Vec<PrivateRedis>> {
-    let extra = |port: u16| -> Vec<String> {
-        [
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            &format!("nodes-{port}.conf"),
-            "--cluster-node-timeout",
-            "1000",
-            "--cluster-require-full-coverage",
-            "no",
-            "--appendonly",
-            "yes",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
     let mut nodes = Vec::new();
     for port in base..base + 3 {
-        let e = extra(port);
+        let e = cluster_node_args(port);
         let e: Vec<&str> = e.iter().map(String::as_str).collect();
         nodes.push(PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &e)?);
     }
@@ -252,6 +235,25 @@ fn private_cluster(base: u16) -> Option<Vec<PrivateRedis>> {
         wait_cluster_ok(n);
     }
     Some(nodes)
+}
+
+/// A cluster node's settings: quick failure detection, partial coverage served, durable.
+fn cluster_node_args(port: u16) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        &format!("nodes-{port}.conf"),
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-require-full-coverage",
+        "no",
+        "--appendonly",
+        "yes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn wait_cluster_ok(n: &PrivateRedis) {
@@ -336,19 +338,8 @@ fn a_dead_cluster_node_fails_only_its_slots_clearly_and_reads_recover_when_it_re
 
     // The node returns (its append-only file and cluster config): every read works again, values intact.
     let _ = std::fs::remove_file(victim.dir.path().join("redis.pid"));
-    let e = [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        &format!("nodes-{}.conf", victim.port),
-        "--cluster-node-timeout",
-        "1000",
-        "--cluster-require-full-coverage",
-        "no",
-        "--appendonly",
-        "yes",
-    ];
-    assert!(victim.launch(&e));
+    let e = cluster_node_args(victim.port);
+    assert!(victim.launch(&e.iter().map(String::as_str).collect::<Vec<_>>()));
     victim.wait_ready();
     for n in &nodes {
         wait_cluster_ok(n);
