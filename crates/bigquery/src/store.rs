@@ -527,6 +527,23 @@ impl OfflineStore for BigQueryStore {
         Box::pin(async move {
             let schema = entities.schema();
             let names = amora_offline::historical::output_names(&schema, views, full_feature_names)?;
+            if entities.num_rows() == 0 {
+                // Nothing to ask BigQuery: the empty training set, with its columns.
+                let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                if let Ok(i) = schema.index_of(timestamp_column) {
+                    fields[i] = Field::new(
+                        timestamp_column,
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                        true,
+                    );
+                }
+                let types = views.iter().flat_map(|v| {
+                    (0..v.features.len())
+                        .map(|j| v.feature_types.get(j).map_or(DataType::Utf8, |t| amora_offline::storage_type(*t)))
+                });
+                fields.extend(names.iter().zip(types).map(|(n, t)| Field::new(n, t, true)));
+                return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))));
+            }
             let ts_idx = schema
                 .index_of(timestamp_column)
                 .map_err(|_| contract(format!("the entity rows have no `{timestamp_column}` column")))?;

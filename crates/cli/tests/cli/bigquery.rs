@@ -137,6 +137,42 @@ fn embedded_and_bigquery_give_identical_tables_tests_training_sets_and_online_va
         assert!(found > n / 3 && found < n, "{found} of {n} rows have values");
         assert_eq!(x, y, "training set ({name}) differs between the embedded engine and BigQuery");
     }
+    // No entity rows: an empty training set with its columns, as on the embedded engine.
+    use amora_offline::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let empty = amora_offline::arrow::record_batch::RecordBatch::new_empty(std::sync::Arc::new(Schema::new(vec![
+        Field::new("source_name", DataType::Utf8, true),
+        Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        Field::new("label", DataType::Int64, true),
+    ])));
+    rt.block_on(amora_offline::frames::write_frame(&amora_offline::Warehouse::new(1), empty, &o("none.parquet")))
+        .unwrap();
+    for (d, f) in [(&emb, "emb_none.parquet"), (&bq, "bq_none.parquet")] {
+        let none = o("none.parquet");
+        let out = o(f);
+        amora(
+            d,
+            &[
+                "feature-store",
+                "get-historical-features",
+                "--entities",
+                none.to_str().unwrap(),
+                "--features",
+                features,
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    }
+    let (a, b) = rt.block_on(async {
+        (
+            amora_offline::frames::read_frame(&o("emb_none.parquet")).await.unwrap(),
+            amora_offline::frames::read_frame(&o("bq_none.parquet")).await.unwrap(),
+        )
+    });
+    assert_eq!((a.num_rows(), b.num_rows()), (0, 0));
+    assert_eq!(a.schema(), b.schema(), "the empty training sets' columns differ");
     // The REST fallback reads the same rows as the Storage Read API.
     edit(&bq.join("amora.yaml"), "    dataset:", "    read_api: rest\n    dataset:");
     amora(
