@@ -17,6 +17,10 @@ STATE="$(mktemp -d)"
 mkdir -p "$WORK"
 REST="${AMORA_BENCH_BQ_PORT:-19050}"
 GRPC=$((REST + 1))
+if curl -sf "http://127.0.0.1:$REST/readyz" >/dev/null 2>&1; then
+  echo "port $REST already answers: set AMORA_BENCH_BQ_PORT to a free port" >&2
+  exit 1
+fi
 bq_start "$STATE" "$REST" "$GRPC"
 trap 'kill "$(cat "$STATE/bqemulator.pid")" 2>/dev/null || true; rm -rf "$STATE"' EXIT
 bq_wait "$REST"
@@ -39,4 +43,5 @@ s = s.replace("  offline_store:\n    type: embedded\n",
               f"    endpoint: http://127.0.0.1:{rest}\n    storage_endpoint: http://127.0.0.1:{grpc}\n")
 open(p, "w").write(s)
 PY
-exec "$VENV/bin/python" bench/bigquery/run.py "$AMORA" "$WORK" "$ENTITIES"
+# Not exec: the trap must stop the emulator when the benchmark ends.
+"$VENV/bin/python" bench/bigquery/run.py "$AMORA" "$WORK" "$ENTITIES"
