@@ -208,36 +208,34 @@ impl Rest {
     /// int64 microseconds). Not `jobs.query`: the emulator ignores its `defaultDataset`.
     pub fn query_rows(&self, sql: &str, params: &[Param], default_dataset: Option<&str>) -> Result<JsonRows, BqError> {
         let done = self.run(sql, params, default_dataset)?;
-        let mut fields: Vec<(String, String)> = Vec::new();
-        let mut rows = Vec::new();
-        let mut token: Option<String> = None;
+        let mut url = format!(
+            "{}/queries/{}?maxResults={}&timeoutMs=60000&formatOptions.useInt64Timestamp=true",
+            self.base, done.job_id, self.page_rows
+        );
+        if let Some(l) = &self.location {
+            url.push_str(&format!("&location={l}"));
+        }
+        self.paged("jobs.getQueryResults", &url)
+    }
+
+    /// Every page of rows from `url` (`tabledata.list` or `jobs.getQueryResults`,
+    /// which take `&pageToken=`), with the schema when the answer carries one.
+    fn paged(&self, what: &str, url: &str) -> Result<JsonRows, BqError> {
+        let (mut fields, mut rows, mut token) = (Vec::new(), Vec::new(), None::<String>);
         loop {
-            let mut url = format!(
-                "{}/queries/{}?maxResults={}&timeoutMs=60000&formatOptions.useInt64Timestamp=true",
-                self.base, done.job_id, self.page_rows
-            );
+            let mut page_url = url.to_string();
             if let Some(t) = &token {
-                url.push_str(&format!("&pageToken={}", encode(t)));
+                page_url.push_str(&format!("&pageToken={}", encode(t)));
             }
-            if let Some(l) = &self.location {
-                url.push_str(&format!("&location={l}"));
-            }
-            let v = self.call("jobs.getQueryResults", "GET", &url, None)?;
+            let v = self.call(what, "GET", &page_url, None)?;
             job_errors(&v)?;
             if !v["jobComplete"].as_bool().unwrap_or(true) {
                 continue; // getQueryResults waited timeoutMs; ask again
             }
             if fields.is_empty() {
-                fields = v["schema"]["fields"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|f| {
-                        (f["name"].as_str().unwrap_or("").to_string(), f["type"].as_str().unwrap_or("").to_string())
-                    })
-                    .collect();
+                fields = schema_fields(&v["schema"]);
             }
-            let page = v["rows"].as_array().map_or(0, |r| r.len());
+            let page = v["rows"].as_array().map_or(0, Vec::len);
             for r in v["rows"].as_array().into_iter().flatten() {
                 rows.push(r["f"].as_array().into_iter().flatten().map(|c| c["v"].clone()).collect());
             }
@@ -311,43 +309,31 @@ impl Rest {
     /// as strings per field, with the table's schema.
     pub fn list_rows(&self, t: &TableRef) -> Result<JsonRows, BqError> {
         let meta = self.table(t)?.ok_or_else(|| BqError::Other(format!("table {t} does not exist")))?;
-        let fields: Vec<(String, String)> = meta["schema"]["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| (f["name"].as_str().unwrap_or("").to_string(), f["type"].as_str().unwrap_or("").to_string()))
-            .collect();
-        let mut rows = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut url = format!(
-                "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/data?maxResults={}&formatOptions.useInt64Timestamp=true",
-                self.endpoint(),
-                t.project,
-                t.dataset,
-                t.table,
-                self.page_rows
-            );
-            if let Some(tok) = &token {
-                url.push_str(&format!("&pageToken={}", encode(tok)));
-            }
-            let v = self.call("tabledata.list", "GET", &url, None)?;
-            for r in v["rows"].as_array().into_iter().flatten() {
-                rows.push(r["f"].as_array().into_iter().flatten().map(|c| c["v"].clone()).collect());
-            }
-            match v["pageToken"].as_str() {
-                Some(tok) if !tok.is_empty() && v["rows"].as_array().is_some_and(|r| !r.is_empty()) => {
-                    token = Some(tok.to_string())
-                }
-                _ => break,
-            }
-        }
-        Ok((fields, rows))
+        let url = format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/data?maxResults={}&formatOptions.useInt64Timestamp=true",
+            self.endpoint(),
+            t.project,
+            t.dataset,
+            t.table,
+            self.page_rows
+        );
+        let (_, rows) = self.paged("tabledata.list", &url)?;
+        Ok((schema_fields(&meta["schema"]), rows))
     }
 }
 
 /// A table's fields `(name, type)` and its rows, one JSON value per field.
 pub type JsonRows = (Vec<(String, String)>, Vec<Vec<Value>>);
+
+/// `(name, type)` of each field of a schema resource.
+fn schema_fields(schema: &Value) -> Vec<(String, String)> {
+    schema["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["name"].as_str().unwrap_or("").to_string(), f["type"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
 
 enum Body<'a> {
     Json(Value),

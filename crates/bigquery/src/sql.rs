@@ -274,15 +274,14 @@ pub const ROW_ID: &str = "amora_row_id";
 /// semantics: per entity row and view, the candidates share the join keys and
 /// satisfy `entity_ts - ttl <= feature_ts <= entity_ts` (ttl 0: unbounded); the
 /// latest `feature_ts` wins, ties to the latest created timestamp; no candidate
-/// gives nulls and the row is kept. The result keeps every entity column and
-/// [`ROW_ID`], by which the caller restores the input order.
+/// gives nulls and the row is kept. The result has [`ROW_ID`] and the features:
+/// the caller restores the input order by the former and keeps its own entity columns.
 ///
 /// Parameters: `@min_ts` and `@max_ts` (the entity timestamps' range) bound each
 /// view's scan, so a partitioned table reads only the partitions needed.
 pub fn point_in_time(
     result: &TableRef,
     entities: &TableRef,
-    entity_columns: &[String],
     timestamp: &str,
     views: &[PitView],
 ) -> Result<String, SqlError> {
@@ -336,9 +335,6 @@ pub fn point_in_time(
         joins.push(format!("LEFT JOIN v{i} ON v{i}.{row} = e.{row}"));
     }
     let mut select: Vec<String> = vec![format!("e.{row}")];
-    for c in entity_columns {
-        select.push(format!("e.{}", ident(c)?));
-    }
     select.extend(outer);
     Ok(format!(
         "CREATE OR REPLACE TABLE {result} AS\nWITH entities AS (SELECT * FROM {entities}),\n{ctes}\nSELECT {select}\nFROM entities AS e\n{joins}",
@@ -429,7 +425,6 @@ mod tests {
         let sql = point_in_time(
             &TableRef::parse("p.d.result").unwrap(),
             &TableRef::parse("p.d.entities").unwrap(),
-            &["source_name".into(), "event_timestamp".into()],
             "event_timestamp",
             std::slice::from_ref(&v),
         )
@@ -442,7 +437,6 @@ mod tests {
         let sql = point_in_time(
             &TableRef::parse("p.d.result").unwrap(),
             &TableRef::parse("p.d.entities").unwrap(),
-            &["source_name".into()],
             "event_timestamp",
             &[unbounded],
         )

@@ -120,7 +120,6 @@ impl StorageRead {
         };
         let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| unreachable(&self.endpoint, e))?;
         let _ = tcp.set_nodelay(true);
-        let exec = hyper_util::rt::TokioExecutor::new();
         if tls {
             let mut roots = tokio_rustls::rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -138,18 +137,23 @@ impl StorageRead {
                 .connect(server, tcp)
                 .await
                 .map_err(|e| unreachable(&self.endpoint, e))?;
-            let (send, conn) = hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(&self.endpoint, e))?;
-            tokio::spawn(conn);
-            Ok(send)
+            self.handshake(stream).await
         } else {
-            let (send, conn) = hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| unreachable(&self.endpoint, e))?;
-            tokio::spawn(conn);
-            Ok(send)
+            self.handshake(tcp).await
         }
+    }
+
+    /// HTTP/2 over a connected stream (TLS or not); the connection is driven by a task.
+    async fn handshake<T>(&self, io: T) -> Result<SendRequest<Full<Bytes>>, BqError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let (send, conn) = hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| unreachable(&self.endpoint, e))?;
+        tokio::spawn(conn);
+        Ok(send)
     }
 
     /// One gRPC call; returns every message of the response (unary: one).

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use amora_gauth::Credentials;
 use amora_model::{Materialization, Model, Source};
 use amora_offline::arrow::array::{
-    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Array, Int64Builder,
-    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Array, Int64Array, RecordBatch,
+    StringBuilder, TimestampMicrosecondArray,
 };
 use amora_offline::arrow::compute::{cast, concat_batches, sort_to_indices, take};
 use amora_offline::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -167,9 +167,9 @@ impl BigQueryStore {
     }
 
     /// A table's rows: the Storage Read API, or REST paging (also when the former is unreachable).
-    async fn read(&self, t: &TableRef, columns: &[String]) -> Result<Vec<RecordBatch>, OfflineError> {
+    async fn read(&self, t: &TableRef) -> Result<Vec<RecordBatch>, OfflineError> {
         if let (ReadApi::Storage, Some(s)) = (self.read_api, &self.storage) {
-            match s.read_table(t, columns).await {
+            match s.read_table(t, &[]).await {
                 Ok(b) => return Ok(b),
                 Err(BqError::Unreachable { endpoint, message, .. }) => tracing::warn!(
                     "the Storage Read API at {endpoint} is unreachable ({message}); reading {t} through REST paging"
@@ -179,12 +179,7 @@ impl BigQueryStore {
         }
         let t2 = t.clone();
         let (fields, rows) = self.blocking(move |r| r.list_rows(&t2)).await?;
-        let batch = rows_to_batch(&fields, &rows)?;
-        if columns.is_empty() {
-            return Ok(vec![batch]);
-        }
-        let idx: Result<Vec<usize>, _> = columns.iter().map(|c| batch.schema().index_of(c)).collect();
-        Ok(vec![batch.project(&idx?)?])
+        Ok(vec![rows_to_batch(&fields, &rows)?])
     }
 
     /// Runs `statement` (which creates `result`), reads `result` and drops it.
@@ -196,7 +191,7 @@ impl BigQueryStore {
     ) -> Result<Vec<RecordBatch>, OfflineError> {
         let out = async {
             self.run(statement, params).await?;
-            self.read(result, &[]).await
+            self.read(result).await
         }
         .await;
         self.drop_table(result).await;
@@ -289,34 +284,34 @@ fn parquet_bytes(batch: RecordBatch) -> Result<Vec<u8>, OfflineError> {
     Ok(out)
 }
 
+fn bad_cell(field: &str, v: &Value) -> OfflineError {
+    OfflineError::Backend(format!("BigQuery returned {v} for column `{field}`"))
+}
+
+/// A column of numbers sent as JSON strings (BigQuery's REST rows), nulls kept.
+fn parse_all<'v, T: std::str::FromStr>(
+    cells: impl Iterator<Item = &'v Value>,
+    field: &str,
+) -> Result<Vec<Option<T>>, OfflineError> {
+    cells
+        .map(|v| match v.as_str() {
+            Some(s) => s.parse().map(Some).map_err(|_| bad_cell(field, v)),
+            None => Ok(None),
+        })
+        .collect()
+}
+
 /// REST rows (`tabledata.list`, with int64 timestamps) as one Arrow batch.
 fn rows_to_batch(fields: &[(String, String)], rows: &[Vec<Value>]) -> Result<RecordBatch, OfflineError> {
-    let bad = |f: &str, v: &Value| OfflineError::Backend(format!("BigQuery returned {v} for column `{f}`"));
     let mut arrays: Vec<ArrayRef> = Vec::new();
     let mut out_fields = Vec::new();
     for (i, (name, ty)) in fields.iter().enumerate() {
         let cells = rows.iter().map(|r| r.get(i).unwrap_or(&Value::Null));
         let text = |v: &Value| v.as_str().map(String::from);
         let (array, dt): (ArrayRef, DataType) = match ty.as_str() {
-            "INTEGER" | "INT64" => {
-                let mut b = Int64Builder::new();
-                for v in cells {
-                    b.append_option(match text(v) {
-                        Some(s) => Some(s.parse().map_err(|_| bad(name, v))?),
-                        None => None,
-                    });
-                }
-                (Arc::new(b.finish()), DataType::Int64)
-            }
+            "INTEGER" | "INT64" => (Arc::new(Int64Array::from(parse_all::<i64>(cells, name)?)), DataType::Int64),
             "FLOAT" | "FLOAT64" | "NUMERIC" | "BIGNUMERIC" => {
-                let mut b = Float64Builder::new();
-                for v in cells {
-                    b.append_option(match text(v) {
-                        Some(s) => Some(s.parse().map_err(|_| bad(name, v))?),
-                        None => None,
-                    });
-                }
-                (Arc::new(b.finish()), DataType::Float64)
+                (Arc::new(Float64Array::from(parse_all::<f64>(cells, name)?)), DataType::Float64)
             }
             "BOOLEAN" | "BOOL" => {
                 let mut b = BooleanBuilder::new();
@@ -325,23 +320,17 @@ fn rows_to_batch(fields: &[(String, String)], rows: &[Vec<Value>]) -> Result<Rec
                 }
                 (Arc::new(b.finish()), DataType::Boolean)
             }
-            "TIMESTAMP" => {
-                let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-                for v in cells {
-                    b.append_option(match text(v) {
-                        Some(s) => Some(s.parse().map_err(|_| bad(name, v))?),
-                        None => None,
-                    });
-                }
-                (Arc::new(b.finish()), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
-            }
+            "TIMESTAMP" => (
+                Arc::new(TimestampMicrosecondArray::from(parse_all::<i64>(cells, name)?).with_timezone("UTC")),
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ),
             "DATE" => {
                 let mut b = Date32Builder::new();
                 let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
                 for v in cells {
                     b.append_option(match text(v) {
                         Some(s) => {
-                            let d = chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| bad(name, v))?;
+                            let d = chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| bad_cell(name, v))?;
                             Some((d - epoch).num_days() as i32)
                         }
                         None => None,
@@ -354,7 +343,7 @@ fn rows_to_batch(fields: &[(String, String)], rows: &[Vec<Value>]) -> Result<Rec
                 for v in cells {
                     match text(v) {
                         Some(s) => b.append_value(
-                            base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| bad(name, v))?,
+                            base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| bad_cell(name, v))?,
                         ),
                         None => b.append_null(),
                     }
@@ -381,14 +370,6 @@ fn rows_to_batch(fields: &[(String, String)], rows: &[Vec<Value>]) -> Result<Rec
         arrays,
         &amora_offline::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )?)
-}
-
-fn concat(batches: &[RecordBatch], schema: Option<Arc<Schema>>) -> Result<RecordBatch, OfflineError> {
-    match (batches.first(), schema) {
-        (Some(b), _) => Ok(concat_batches(&b.schema(), batches)?),
-        (None, Some(s)) => Ok(RecordBatch::new_empty(s)),
-        (None, None) => Err(OfflineError::Backend("BigQuery returned no schema".into())),
-    }
 }
 
 impl OfflineStore for BigQueryStore {
@@ -513,7 +494,7 @@ impl OfflineStore for BigQueryStore {
     fn read_table<'a>(&'a self, model: &'a Model) -> BoxFuture<'a, Result<Vec<RecordBatch>, OfflineError>> {
         Box::pin(async move {
             let t = self.table(&model.name)?;
-            self.read(&t, &[]).await
+            self.read(&t).await
         })
     }
 
@@ -527,27 +508,26 @@ impl OfflineStore for BigQueryStore {
         Box::pin(async move {
             let schema = entities.schema();
             let names = amora_offline::historical::output_names(&schema, views, full_feature_names)?;
-            if entities.num_rows() == 0 {
-                // Nothing to ask BigQuery: the empty training set, with its columns.
-                let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-                if let Ok(i) = schema.index_of(timestamp_column) {
-                    fields[i] = Field::new(
-                        timestamp_column,
-                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                        true,
-                    );
-                }
-                let types = views.iter().flat_map(|v| {
-                    (0..v.features.len())
-                        .map(|j| v.feature_types.get(j).map_or(DataType::Utf8, |t| amora_offline::storage_type(*t)))
-                });
-                fields.extend(names.iter().zip(types).map(|(n, t)| Field::new(n, t, true)));
-                return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))));
-            }
             let ts_idx = schema
                 .index_of(timestamp_column)
                 .map_err(|_| contract(format!("the entity rows have no `{timestamp_column}` column")))?;
             let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+            // Each feature as the embedded engine's table stores it (BigQuery has no INT32 or FLOAT32).
+            let types: Vec<Option<DataType>> = views
+                .iter()
+                .flat_map(|v| {
+                    (0..v.features.len()).map(|j| v.feature_types.get(j).map(|t| amora_offline::storage_type(*t)))
+                })
+                .collect();
+            // The entity columns, the timestamp made UTC-aware: the start of the output.
+            let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[ts_idx] = Field::new(timestamp_column, utc.clone(), true);
+            if entities.num_rows() == 0 {
+                // Nothing to ask BigQuery: the empty training set, with its columns.
+                let types = types.into_iter().map(|t| t.unwrap_or(DataType::Utf8));
+                fields.extend(names.iter().zip(types).map(|(n, t)| Field::new(n, t, true)));
+                return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))));
+            }
             let entity_ts = cast(entities.column(ts_idx), &utc)
                 .map_err(|e| contract(format!("entity column `{timestamp_column}`: {e}")))?;
             // Upload only what the join needs: the row number, the join keys and the timestamp.
@@ -559,20 +539,21 @@ impl OfflineStore for BigQueryStore {
                     }
                 }
             }
-            let mut fields = vec![Field::new(ROW_ID, DataType::Int64, false)];
-            let mut arrays: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..entities.num_rows() as i64))];
+            let mut up_fields = vec![Field::new(ROW_ID, DataType::Int64, false)];
+            let mut up_arrays: Vec<ArrayRef> =
+                vec![Arc::new(Int64Array::from_iter_values(0..entities.num_rows() as i64))];
             for c in &cols {
                 let i = schema.index_of(c).map_err(|_| contract(format!("the entity rows have no `{c}` column")))?;
                 sql::ident(c).map_err(sql_err)?;
-                fields.push(Field::new(c, schema.field(i).data_type().clone(), true));
-                arrays.push(entities.column(i).clone());
+                up_fields.push(Field::new(c, schema.field(i).data_type().clone(), true));
+                up_arrays.push(entities.column(i).clone());
             }
             let ts_name =
                 if cols.contains(&timestamp_column.to_string()) { "amora_entity_ts" } else { timestamp_column };
             sql::ident(ts_name).map_err(sql_err)?;
-            fields.push(Field::new(ts_name, utc.clone(), true));
-            arrays.push(entity_ts.clone());
-            let upload = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+            up_fields.push(Field::new(ts_name, utc.clone(), true));
+            up_arrays.push(entity_ts.clone());
+            let upload = RecordBatch::try_new(Arc::new(Schema::new(up_fields)), up_arrays)?;
 
             let mut pit = Vec::new();
             let mut out_names = names.iter();
@@ -601,7 +582,7 @@ impl OfflineStore for BigQueryStore {
                 .unwrap_or((0, 0));
             let entities_table = self.scratch("entities")?;
             let result = self.scratch("training")?;
-            let stmt = sql::point_in_time(&result, &entities_table, &[], ts_name, &pit).map_err(sql_err)?;
+            let stmt = sql::point_in_time(&result, &entities_table, ts_name, &pit).map_err(sql_err)?;
             let out = async {
                 self.upload(&entities_table, upload, false).await?;
                 self.run_and_read(stmt, vec![Param::timestamp("min_ts", min), Param::timestamp("max_ts", max)], &result)
@@ -610,7 +591,10 @@ impl OfflineStore for BigQueryStore {
             .await;
             self.drop_table(&entities_table).await;
             let batches = out?;
-            let joined = concat(&batches, None)?;
+            let Some(first) = batches.first() else {
+                return Err(OfflineError::Backend("BigQuery returned no rows for the training set".into()));
+            };
+            let joined = concat_batches(&first.schema(), &batches)?;
             // Back in the entity rows' order.
             let row = cast(
                 joined.column(joined.schema().index_of(ROW_ID).map_err(|e| OfflineError::Backend(e.to_string()))?),
@@ -624,17 +608,8 @@ impl OfflineStore for BigQueryStore {
                     entities.num_rows()
                 )));
             }
-            let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
             let mut columns: Vec<ArrayRef> = entities.columns().to_vec();
-            fields[ts_idx] = Field::new(timestamp_column, utc, true);
             columns[ts_idx] = entity_ts;
-            // Each feature as the embedded engine's table stores it (BigQuery has no INT32 or FLOAT32).
-            let types: Vec<Option<DataType>> = views
-                .iter()
-                .flat_map(|v| {
-                    (0..v.features.len()).map(|j| v.feature_types.get(j).map(|t| amora_offline::storage_type(*t)))
-                })
-                .collect();
             for (n, want) in names.iter().zip(types) {
                 let c = joined.column(joined.schema().index_of(n).map_err(|e| OfflineError::Backend(e.to_string()))?);
                 let c = take(c.as_ref(), &order, None)?;

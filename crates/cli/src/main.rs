@@ -362,12 +362,16 @@ fn open_store(root: &Path, config: &Config) -> anyhow::Result<Box<dyn RegistrySt
     }
 }
 
+/// Where the embedded offline store keeps model tables: `<target>/tables`.
+fn tables_dir(root: &Path, config: &Config) -> PathBuf {
+    root.join(&config.target_path).join("tables")
+}
+
 /// The one place that picks the offline store from the configuration.
 pub fn open_offline(root: &Path, config: &Config) -> anyhow::Result<Box<dyn amora_offline::OfflineStore>> {
     match &config.feature_store.offline_store {
         amora_project::OfflineStoreConfig::Embedded => {
-            let tables = root.join(&config.target_path).join("tables");
-            Ok(Box::new(amora_offline::EmbeddedStore::new(tables)))
+            Ok(Box::new(amora_offline::EmbeddedStore::new(tables_dir(root, config))))
         }
         amora_project::OfflineStoreConfig::Bigquery {
             project_id,
@@ -434,7 +438,14 @@ pub fn open_online(root: &Path, config: &Config) -> anyhow::Result<Box<dyn amora
 
 fn desired_objects(p: &Project) -> FeastObjects {
     let table = |m: &amora_model::Model| match &p.config.feature_store.offline_store {
-        amora_project::OfflineStoreConfig::Embedded => TableRef::File(p.table_path(&m.name).display().to_string()),
+        amora_project::OfflineStoreConfig::Embedded => {
+            let loc = amora_offline::store::table_location(
+                &tables_dir(&p.root, &p.config),
+                &m.name,
+                m.partition_by.as_deref(),
+            );
+            TableRef::File(loc.path().display().to_string())
+        }
         amora_project::OfflineStoreConfig::Bigquery { project_id, dataset, .. } => {
             TableRef::BigQuery(format!("{project_id}.{dataset}.{}", m.name))
         }

@@ -58,7 +58,7 @@ fn io(path: &Path, e: impl std::fmt::Display) -> OfflineError {
 }
 
 fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    crate::Dialect::Embedded.quote(name)
 }
 
 fn disk_size(path: &Path) -> u64 {
@@ -323,18 +323,6 @@ impl Warehouse {
     /// Runs a query and collects its batches.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, OfflineError> {
         Ok(self.ctx.sql(sql).await?.collect().await?)
-    }
-
-    /// `SELECT COUNT(*)` over `sql`.
-    pub async fn count(&self, sql: &str) -> Result<u64, OfflineError> {
-        let batches = self.query(&format!("SELECT COUNT(*) AS n FROM ({sql}) AS __amora_q")).await?;
-        let n = batches
-            .first()
-            .and_then(|b| {
-                b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
-            })
-            .unwrap_or(0);
-        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 

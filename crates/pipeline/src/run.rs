@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use amora_model::hash::Fnv64;
 use amora_model::{Materialization, ProjectDefs};
-use amora_offline::{OfflineStore, TableLocation};
+use amora_offline::OfflineStore;
 use amora_project::Project;
 use futures::StreamExt;
 
@@ -75,15 +75,6 @@ pub enum PipelineError {
 
 fn io(path: &Path, e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Io { path: path.display().to_string(), message: e.to_string() }
-}
-
-/// Where the embedded store writes a model's table.
-pub fn table_location(project: &Project, model: &amora_model::Model) -> TableLocation {
-    amora_offline::store::table_location(
-        &project.target_dir().join("tables"),
-        &model.name,
-        model.partition_by.as_deref(),
-    )
 }
 
 /// Writes `target/compiled/<model>.sql` and the compile part of the manifest.
@@ -174,12 +165,14 @@ pub async fn materialize(
     // Sources: register each; an unreadable source fails the models that read it.
     let mut broken: BTreeMap<String, String> = BTreeMap::new();
     let mut source_hash: BTreeMap<String, String> = BTreeMap::new();
+    // Lists remote sources' objects for their fingerprints (whatever the offline store).
+    let lister = amora_offline::Warehouse::new(1);
     for s in &defs.sources {
         let mut h = Fnv64::default();
         if s.location.contains("://") {
             h.write(s.location.as_bytes());
             // A remote source's objects: sizes and ETags, so that new data re-runs its models.
-            if let Ok(f) = amora_offline::Warehouse::new(1).remote_fingerprint(&s.location).await {
+            if let Ok(f) = lister.remote_fingerprint(&s.location).await {
                 h.write(f.as_bytes());
             }
         } else {

@@ -24,17 +24,6 @@ impl Project {
     pub fn target_dir(&self) -> PathBuf {
         self.root.join(&self.config.target_path)
     }
-
-    /// Where the embedded engine keeps a model's table: `target/tables/<model>.parquet`,
-    /// or the folder `target/tables/<model>/` of daily partitions when the model
-    /// declares `partition_by`.
-    pub fn table_path(&self, model: &str) -> PathBuf {
-        let tables = self.target_dir().join("tables");
-        match self.defs.model(model) {
-            Some(m) if m.partition_by.is_some() => tables.join(model),
-            _ => tables.join(format!("{model}.parquet")),
-        }
-    }
 }
 
 /// Loads and validates the project in `root`.

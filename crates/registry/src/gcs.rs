@@ -48,8 +48,9 @@ impl GcsStore {
         // An emulator takes no credentials; Google Cloud's are found as Google's clients find them.
         let credentials = match emulator {
             Some(_) => amora_gauth::Credentials::anonymous(),
+            // A broken credentials file is reported here; requests then get the service's 401.
             None => amora_gauth::Credentials::discover(None, &env).unwrap_or_else(|e| {
-                tracing_free_warning(&e);
+                eprintln!("warning: {e}; GCS requests will be sent without credentials");
                 amora_gauth::Credentials::anonymous()
             }),
         };
@@ -188,9 +189,4 @@ impl RegistryStore for GcsStore {
             None => Err(StoreError::NotFound(format!("history file {name}"))),
         }
     }
-}
-
-/// A broken credentials file is reported once; requests then fail with the service's 401.
-fn tracing_free_warning(e: &amora_gauth::AuthError) {
-    eprintln!("warning: {e}; GCS requests will be sent without credentials");
 }
