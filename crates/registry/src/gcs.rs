@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use crate::http;
 use crate::store::{Generation, RegistryStore, StoreError, Stored};
 
 pub struct GcsStore {
@@ -75,7 +76,7 @@ impl GcsStore {
 
     /// (generation, bytes) of an object, or None if absent.
     fn get(&self, name: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let meta = match self.request("GET", &self.object_url(name))?.call() {
+        let meta = match http::send(&self.request("GET", &self.object_url(name))?, None) {
             Ok(r) => r,
             Err(ureq::Error::Status(404, _)) => return Ok(None),
             Err(e) => return Err(self.err(e)),
@@ -84,7 +85,7 @@ impl GcsStore {
         let generation =
             meta["generation"].as_str().map(String::from).unwrap_or_else(|| meta["generation"].to_string());
         let url = format!("{}?alt=media&generation={generation}", self.object_url(name));
-        let resp = match self.request("GET", &url)?.call() {
+        let resp = match http::send(&self.request("GET", &url)?, None) {
             Ok(r) => r,
             // Replaced between the two requests: report it as changed.
             Err(ureq::Error::Status(404, _)) => return Err(StoreError::Conflict),
@@ -113,10 +114,9 @@ impl GcsStore {
             self.base,
             encode(&self.bucket)
         );
-        let resp = self
-            .request("POST", &url)?
-            .set("Content-Type", &format!("multipart/related; boundary={boundary}"))
-            .send_bytes(&body);
+        let request =
+            self.request("POST", &url)?.set("Content-Type", &format!("multipart/related; boundary={boundary}"));
+        let resp = http::send(&request, Some(&body));
         match resp {
             Ok(r) => {
                 let v: serde_json::Value = serde_json::from_reader(r.into_reader()).map_err(|e| self.err(e))?;
@@ -165,7 +165,7 @@ impl RegistryStore for GcsStore {
             if let Some(p) = &page {
                 url.push_str(&format!("&pageToken={}", encode(p)));
             }
-            let resp = match self.request("GET", &url)?.call() {
+            let resp = match http::send(&self.request("GET", &url)?, None) {
                 Ok(r) => r,
                 Err(ureq::Error::Status(404, _)) => return Ok(names),
                 Err(e) => return Err(self.err(e)),

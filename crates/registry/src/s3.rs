@@ -15,6 +15,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::http;
 use crate::store::{Generation, RegistryStore, StoreError, Stored};
 
 pub struct S3Store {
@@ -171,7 +172,7 @@ impl S3Store {
     }
 
     fn get(&self, object: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        match self.request("GET", object, &[], &[], b"").call() {
+        match http::send(&self.request("GET", object, &[], &[], b""), None) {
             Ok(r) => {
                 let etag = r.header("ETag").unwrap_or_default().to_string();
                 let mut bytes = Vec::new();
@@ -188,7 +189,7 @@ impl S3Store {
 
     fn put(&self, object: &str, condition: (&str, String), bytes: &[u8]) -> Result<String, StoreError> {
         let extra = [condition, ("Content-Type", "application/octet-stream".into())];
-        match self.request("PUT", object, &[], &extra, bytes).send_bytes(bytes) {
+        match http::send(&self.request("PUT", object, &[], &extra, bytes), Some(bytes)) {
             Ok(r) => Ok(r.header("ETag").unwrap_or_default().to_string()),
             Err(ureq::Error::Status(412 | 409, _)) => Err(StoreError::Conflict),
             Err(ureq::Error::Status(code, r)) => {
@@ -251,7 +252,7 @@ impl RegistryStore for S3Store {
             if let Some(t) = &token {
                 query.push(("continuation-token".into(), t.clone()));
             }
-            let body = match self.request("GET", "", &query, &[], b"").call() {
+            let body = match http::send(&self.request("GET", "", &query, &[], b""), None) {
                 Ok(r) => r.into_string().map_err(|e| self.err(e))?,
                 Err(ureq::Error::Status(404, _)) => return Ok(names),
                 Err(e) => return Err(self.err(e)),
