@@ -3,8 +3,9 @@
 //! decodes them, where DataFusion's scan first fetches a row group's whole column
 //! chunks (a table written as one large row group would be held in memory
 //! whole). Row groups outside the window are skipped by their statistics; rows
-//! outside it are filtered out. Each file is read on its own thread, and its batches
-//! go through a bounded channel, so memory stays a few pages and batches per file.
+//! outside it are filtered out. The surviving row groups are dealt to one reader
+//! thread per core, and their batches go through bounded channels, so memory stays
+//! a few pages and batches per thread, however many files the table has.
 
 use std::path::{Path, PathBuf};
 
@@ -64,14 +65,15 @@ fn in_unit(micros: i64, unit: TimeUnit) -> i64 {
     }
 }
 
-/// Reads one file's rows in the window, sending batches to `tx`; stops early when
-/// the receiver is gone.
-fn scan_file(
-    path: &Path,
-    scan: &ScanSpec,
-    (start, end): (i64, i64),
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, OfflineError>>,
-) -> Result<(), OfflineError> {
+/// What to read of one file: the projected root columns and the row groups whose
+/// event-timestamp statistics meet the window.
+struct FilePlan {
+    path: PathBuf,
+    roots: Vec<usize>,
+    groups: Vec<usize>,
+}
+
+fn plan_file(path: &Path, scan: &ScanSpec, (start, end): (i64, i64)) -> Result<FilePlan, OfflineError> {
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(path, e))?;
     let schema = builder.schema().clone();
@@ -82,7 +84,11 @@ fn scan_file(
     let mut roots = Vec::new();
     for w in &wanted {
         let i = schema.index_of(w).map_err(|_| {
-            OfflineError::Contract(format!("feature view `{}`: its table has no column `{w}`", scan.view))
+            OfflineError::Contract(format!(
+                "feature view `{}`: its table {} has no column `{w}`",
+                scan.view,
+                path.display()
+            ))
         })?;
         if !roots.contains(&i) {
             roots.push(i);
@@ -93,10 +99,9 @@ fn scan_file(
         DataType::Timestamp(u, _) => Some(*u),
         _ => None,
     };
-    // Row groups whose event-timestamp range misses the window are not read at all.
     let ts_leaf = builder.parquet_schema().columns().iter().position(|c| c.name() == scan.event_timestamp);
-    let meta = builder.metadata().clone();
-    let groups: Vec<usize> = (0..meta.num_row_groups())
+    let meta = builder.metadata();
+    let groups = (0..meta.num_row_groups())
         .filter(|&g| {
             let (Some(unit), Some(leaf)) = (unit, ts_leaf) else { return true };
             match meta.row_group(g).column(leaf).statistics() {
@@ -108,7 +113,22 @@ fn scan_file(
             }
         })
         .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    Ok(FilePlan { path: path.to_path_buf(), roots, groups })
+}
+
+/// Reads `groups` of a planned file, keeping the rows in the window and sending
+/// them to `tx`. Returns false when the receiver is gone.
+fn read_groups(
+    plan: &FilePlan,
+    groups: Vec<usize>,
+    scan: &ScanSpec,
+    (start, end): (i64, i64),
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, OfflineError>>,
+) -> Result<bool, OfflineError> {
+    let path = plan.path.as_path();
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(path, e))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots.iter().copied());
     let reader =
         builder.with_projection(mask).with_row_groups(groups).with_batch_size(8192).build().map_err(|e| io(path, e))?;
     let plain = DataType::Timestamp(TimeUnit::Microsecond, None);
@@ -121,25 +141,57 @@ fn scan_file(
             (0..ts.len()).map(|i| Some(ts.is_valid(i) && (start..=end).contains(&ts.value(i)))).collect();
         let batch = if keep.true_count() == batch.num_rows() { batch } else { filter_record_batch(&batch, &keep)? };
         if batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err() {
-            return Ok(());
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
-/// One stream per file, each read on its own thread.
-pub fn scan_files(files: Vec<PathBuf>, scan: &ScanSpec, window: (i64, i64)) -> Vec<BatchStream> {
-    files
-        .into_iter()
-        .map(|path| {
+/// The Arrow schema of a Parquet file, from its footer.
+pub fn file_schema(path: &Path) -> Result<datafusion::arrow::datatypes::SchemaRef, OfflineError> {
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(path, e))?;
+    Ok(builder.schema().clone())
+}
+
+/// The files' rows in the window as one stream per reader thread. The work is the
+/// surviving row groups of every file, dealt round-robin to as many threads as
+/// cores (at most one per row group); a thread reads its row groups file by file.
+/// A file of eight row groups is thus read by every core, and a folder of a
+/// thousand daily files costs a few threads and a few batches in flight, not a
+/// thousand. Consumers poll every stream at once. The files' footers are read here,
+/// so a missing column is an error before any stream starts.
+pub fn scan_files(files: Vec<PathBuf>, scan: &ScanSpec, window: (i64, i64)) -> Result<Vec<BatchStream>, OfflineError> {
+    let plans = files.iter().map(|f| plan_file(f, scan, window)).collect::<Result<Vec<_>, _>>()?;
+    let units: Vec<(usize, usize)> =
+        plans.iter().enumerate().flat_map(|(f, p)| p.groups.iter().map(move |g| (f, *g))).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(units.len());
+    let plans = std::sync::Arc::new(plans);
+    Ok((0..threads)
+        .map(|t| {
             let (tx, rx) = tokio::sync::mpsc::channel(2);
-            let scan = scan.clone();
+            let (scan, plans) = (scan.clone(), plans.clone());
+            // This thread's row groups, file by file in order.
+            let mut mine: Vec<(usize, Vec<usize>)> = Vec::new();
+            for (f, g) in units.iter().skip(t).step_by(threads) {
+                match mine.last_mut() {
+                    Some((last, groups)) if last == f => groups.push(*g),
+                    _ => mine.push((*f, vec![*g])),
+                }
+            }
             std::thread::spawn(move || {
-                if let Err(e) = scan_file(&path, &scan, window, &tx) {
-                    let _ = tx.blocking_send(Err(e));
+                for (f, groups) in mine {
+                    match read_groups(&plans[f], groups, &scan, window, &tx) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
                 }
             });
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }).boxed()
         })
-        .collect()
+        .collect())
 }

@@ -192,7 +192,7 @@ impl OfflineStore for EmbeddedStore {
         Box::pin(async move {
             // A local table: page by page, bounded memory (see `scan`).
             if let Some(files) = crate::scan::local_files(&scan.location) {
-                return Ok(crate::scan::scan_files(files, scan, (start, end)));
+                return crate::scan::scan_files(files, scan, (start, end));
             }
             use datafusion::prelude::{ident, lit, ParquetReadOptions};
             use datafusion::scalar::ScalarValue;
