@@ -89,8 +89,8 @@ fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<(), OfflineError> {
     // Written beside the target and renamed into place: a failed write leaves no file.
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result =
-        write_row_groups(batch, &tmp, path, props.build()).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io(&e)));
+    let result = write_row_groups(batch, &tmp, path, props.build())
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io(&e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -105,12 +105,16 @@ fn write_row_groups(
     target: &Path,
     props: datafusion::parquet::file::properties::WriterProperties,
 ) -> Result<(), OfflineError> {
-    use datafusion::parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn};
+    use datafusion::parquet::arrow::arrow_writer::{
+        compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn,
+    };
     use datafusion::parquet::arrow::ArrowWriter;
-    let io = |e: &dyn std::fmt::Display| OfflineError::Io { path: target.display().to_string(), message: e.to_string() };
+    let io =
+        |e: &dyn std::fmt::Display| OfflineError::Io { path: target.display().to_string(), message: e.to_string() };
     let file = std::fs::File::create(tmp).map_err(|e| io(&e))?;
     let schema = batch.schema();
-    let writer = ArrowWriter::try_new(std::io::BufWriter::new(file), schema.clone(), Some(props)).map_err(|e| io(&e))?;
+    let writer =
+        ArrowWriter::try_new(std::io::BufWriter::new(file), schema.clone(), Some(props)).map_err(|e| io(&e))?;
     let (mut writer, factory) = writer.into_serialized_writer().map_err(|e| io(&e))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(schema.fields().len()).max(1);
     let mut offset = 0;
@@ -195,11 +199,10 @@ mod tests {
         let n = FRAME_ROW_GROUP * 2 + 17;
         let ids = Int64Array::from_iter_values((0..n as i64).rev());
         let names = StringArray::from_iter_values((0..n).map(|i| format!("e{i}")));
-        let lists = datafusion::arrow::array::ListArray::from_iter_primitive::<
-            datafusion::arrow::datatypes::Int64Type,
-            _,
-            _,
-        >((0..n as i64).map(|i| (i % 5 != 0).then(|| (0..i % 3).map(Some).collect::<Vec<_>>())));
+        let lists =
+            datafusion::arrow::array::ListArray::from_iter_primitive::<datafusion::arrow::datatypes::Int64Type, _, _>(
+                (0..n as i64).map(|i| (i % 5 != 0).then(|| (0..i % 3).map(Some).collect::<Vec<_>>())),
+            );
         let batch = RecordBatch::try_from_iter([
             ("id", Arc::new(ids) as Arc<dyn Array>),
             ("name", Arc::new(names) as Arc<dyn Array>),

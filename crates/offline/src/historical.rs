@@ -1,15 +1,21 @@
-//! `get_historical_features` on the embedded engine: read each feature view's
-//! table (only the needed columns and time range, pushed down into the Parquet
-//! scan), then run the native as-of join ([`crate::pit`]) per view, in parallel.
+//! `get_historical_features` on the embedded engine. Per view, in parallel: read the
+//! join keys and timestamps of the rows in the needed time range (row groups outside
+//! it skipped by their statistics), run the native as-of join ([`crate::pit`]) on
+//! them, then stream the feature columns and keep only the winning rows. Memory holds
+//! the views' keys and the training set, not the views' feature columns.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{make_array, new_null_array, Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    make_array, new_null_array, Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, concat, kernels::aggregate, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::prelude::{ident, lit, ParquetReadOptions};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 
+use crate::store::BatchStream;
 use crate::{OfflineError, Warehouse};
 
 /// One feature view, as the join needs it.
@@ -99,8 +105,16 @@ pub async fn get_historical_features(
     let entity_ts = to_utc_micros(entities.column(ts_idx), &format!("entity column `{timestamp_column}`"))?;
     let bounds = (aggregate::min(&entity_ts), aggregate::max(&entity_ts));
 
-    let jobs = views.iter().map(|v| join_view(warehouse, entities, &entity_ts, bounds, v));
-    let joined = futures::future::try_join_all(jobs).await?;
+    // Each view on its own task, so that one view's as-of match never stalls
+    // another's scan.
+    let jobs = views.iter().map(|v| {
+        let (w, e, ts, v) = (warehouse.clone(), entities.clone(), entity_ts.clone(), v.clone());
+        tokio::spawn(async move { join_view(&w, &e, &ts, bounds, &v).await })
+    });
+    let mut joined = Vec::with_capacity(views.len());
+    for job in futures::future::join_all(jobs).await {
+        joined.push(job.map_err(|e| OfflineError::Backend(format!("a join task failed: {e}")))??);
+    }
 
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut columns: Vec<ArrayRef> = entities.columns().to_vec();
@@ -123,29 +137,39 @@ async fn join_view(
     bounds: (Option<i64>, Option<i64>),
     v: &ViewSpec,
 ) -> Result<Vec<ArrayRef>, OfflineError> {
-    let t0 = std::time::Instant::now();
-    let (schema, batches) = read_view(warehouse, v, bounds).await?;
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let timings = std::env::var_os("AMORA_TIMINGS").is_some();
+    let t0 = std::time::Instant::now();
+    let ttl_micros = i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+    let window = match bounds {
+        (Some(lo), Some(hi)) => (if v.ttl_seconds > 0 { lo.saturating_sub(ttl_micros) } else { i64::MIN }, hi),
+        _ => (i64::MIN, i64::MAX),
+    };
+    let source = ViewRows::open(warehouse, v, window).await?;
+    // Pass 1: join keys and timestamps only.
+    let key_parts = source.keys(v, window).await?;
+    let counts: Vec<usize> = key_parts.iter().map(|p| p.iter().map(RecordBatch::num_rows).sum()).collect();
+    let rows: usize = counts.iter().sum();
     if timings {
-        eprintln!("timing: view {}: read {rows} rows in {:.3}s", v.name, t0.elapsed().as_secs_f64());
+        eprintln!("timing: view {}: read {rows} key rows in {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     let t0 = std::time::Instant::now();
-    // Only the key and timestamp columns are made contiguous.
-    let column = |i: usize| -> Result<ArrayRef, OfflineError> {
-        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
-        match parts.as_slice() {
-            [] => Err(user(format!("feature view `{}`: no rows in the requested time range", v.name))),
-            [one] => Ok(Arc::new(make_array(one.to_data()))),
-            _ => Ok(concat(&parts)?),
-        }
-    };
-    let first_feature = schema.fields().len() - v.features.len();
     if rows == 0 {
         let n = entities.num_rows();
-        return Ok(schema.fields()[first_feature..].iter().map(|f| new_null_array(f.data_type(), n)).collect());
+        return Ok(source.feature_types.iter().map(|t| new_null_array(t, n)).collect());
     }
-    let feature_keys: Vec<ArrayRef> = (0..v.join_keys.len()).map(column).collect::<Result<_, _>>()?;
+    let batches: Vec<&RecordBatch> = key_parts.iter().flatten().collect();
+    let column = |name: &str| -> Result<ArrayRef, OfflineError> {
+        let parts: Vec<&dyn Array> = batches
+            .iter()
+            .map(|b| b.column_by_name(name).map(|c| c.as_ref()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| user(format!("feature view `{}`: a batch of its table has no `{name}`", v.name)))?;
+        Ok(match parts.as_slice() {
+            [one] => make_array(one.to_data()),
+            _ => concat(&parts)?,
+        })
+    };
+    let feature_keys: Vec<ArrayRef> = v.join_keys.iter().map(|k| column(k)).collect::<Result<_, _>>()?;
     let mut entity_keys = Vec::new();
     for (k, fk) in v.join_keys.iter().zip(&feature_keys) {
         let col = entities.column_by_name(k).expect("checked");
@@ -162,37 +186,28 @@ async fn join_view(
         }
         entity_keys.push(cast(col, fk.data_type())?);
     }
-    let ts = to_utc_micros(&column(v.join_keys.len())?, &format!("`{}` of view `{}`", v.event_timestamp, v.name))?;
+    let ts = to_utc_micros(&column(&v.event_timestamp)?, &format!("`{}` of view `{}`", v.event_timestamp, v.name))?;
     let created = match &v.created_timestamp {
-        Some(c) => Some(to_utc_micros(&column(v.join_keys.len() + 1)?, &format!("`{c}` of view `{}`", v.name))?),
+        Some(c) => Some(to_utc_micros(&column(c)?, &format!("`{c}` of view `{}`", v.name))?),
         None => None,
     };
-    let ttl = (v.ttl_seconds > 0)
-        .then(|| i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000));
-    let idx = crate::pit::asof_indices(&entity_keys, entity_ts, &feature_keys, &ts, created.as_ref(), ttl)?;
+    drop(batches);
+    drop(key_parts);
+    let ttl = (v.ttl_seconds > 0).then_some(ttl_micros);
+    let entity_ts = entity_ts.clone();
+    let idx = tokio::task::spawn_blocking(move || {
+        crate::pit::asof_indices(&entity_keys, &entity_ts, &feature_keys, &ts, created.as_ref(), ttl)
+    })
+    .await
+    .map_err(|e| OfflineError::Backend(format!("the as-of match failed: {e}")))??;
     if timings {
         eprintln!("timing: view {}: as-of match {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
+    // Pass 2: the feature columns, streamed; only the winning rows are kept.
     let t0 = std::time::Instant::now();
-    // Each feature column is made contiguous and gathered by the indices, one column
-    // at a time; its scan batches are dropped as it goes, so the view is never held
-    // twice. (Concatenate-then-take took half the time of interleaving
-    // from the batches.)
-    let mut parts: Vec<Vec<ArrayRef>> =
-        (first_feature..schema.fields().len()).map(|i| batches.iter().map(|b| b.column(i).clone()).collect()).collect();
-    drop(batches);
-    let mut out = Vec::with_capacity(parts.len());
-    for column in &mut parts {
-        let column = std::mem::take(column);
-        let whole = match column.as_slice() {
-            [one] => one.clone(),
-            _ => concat(&column.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?,
-        };
-        drop(column);
-        out.push(take(whole.as_ref(), &idx, None)?);
-    }
+    let out = source.gather(v, window, &idx, &counts).await?;
     if timings {
-        eprintln!("timing: view {}: take {:.3}s", v.name, t0.elapsed().as_secs_f64());
+        eprintln!("timing: view {}: read and gather features {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     Ok(out)
 }
@@ -201,94 +216,195 @@ fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-/// The view's table: join keys, event timestamp, created timestamp (if any) and the
-/// features, in that order, for rows in `[min(entity_ts) - ttl, max(entity_ts)]`, as
-/// the scan's batches (not concatenated: feature columns are only ever gathered from
-/// them). A local table is read page by page ([`crate::scan`]: a thread per core,
-/// no column chunk held whole); anything else through DataFusion.
-async fn read_view(
-    warehouse: &Warehouse,
-    v: &ViewSpec,
-    bounds: (Option<i64>, Option<i64>),
-) -> Result<(Arc<Schema>, Vec<RecordBatch>), OfflineError> {
-    let mut cols: Vec<&String> = v.join_keys.iter().collect();
-    cols.push(&v.event_timestamp);
-    cols.extend(v.created_timestamp.iter());
-    cols.extend(v.features.iter());
-    let ttl_micros = i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
-    let window = match bounds {
-        (Some(lo), Some(hi)) => Some((if v.ttl_seconds > 0 { lo.saturating_sub(ttl_micros) } else { i64::MIN }, hi)),
-        _ => None,
-    };
-    if let Some(files) = crate::scan::local_files(&v.location).filter(|f| !f.is_empty()) {
-        return read_local(v, files, &cols, window).await;
-    }
-    let ctx = warehouse.context();
-    let df = ctx
-        .read_parquet(v.location.as_str(), ParquetReadOptions::default())
-        .await
-        .map_err(|e| user(format!("feature view `{}`: cannot read its table {}: {e}", v.name, v.location)))?;
-    for c in &cols {
-        if df.schema().field_with_unqualified_name(c).is_err() {
-            return Err(user(format!("feature view `{}`: its table {} has no column `{c}`", v.name, v.location)));
-        }
-    }
-    let ts_type = df.schema().field_with_unqualified_name(&v.event_timestamp).expect("checked").data_type().clone();
-    let at = |micros: i64| -> Result<datafusion::prelude::Expr, OfflineError> {
-        let s = ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())).cast_to(&ts_type)?;
-        Ok(lit(s))
-    };
-    let mut df = df.select(cols.iter().map(|c| ident(c.as_str())).collect::<Vec<_>>())?;
-    if let Some((lo, hi)) = window {
-        df = df.filter(ident(&v.event_timestamp).lt_eq(at(hi)?))?;
-        if lo > i64::MIN {
-            df = df.filter(ident(&v.event_timestamp).gt_eq(at(lo)?))?;
-        }
-    }
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    Ok((schema, df.collect().await?))
+/// A view's table as the join reads it. A local table is scanned twice, page by
+/// page ([`crate::scan`]: a reader thread per core, no column chunk held whole):
+/// first its join keys and timestamps, then its features, streamed, keeping only
+/// the rows that win. So memory holds the keys and the training set, never the
+/// view's feature columns. Anything else is read once through DataFusion.
+struct ViewRows {
+    kind: RowsKind,
+    feature_types: Vec<DataType>,
 }
 
-/// [`read_view`] for local Parquet files: the scan's streams read at once, and each
-/// batch's columns put in `cols`' order.
-async fn read_local(
-    v: &ViewSpec,
-    files: Vec<std::path::PathBuf>,
-    cols: &[&String],
-    window: Option<(i64, i64)>,
-) -> Result<(Arc<Schema>, Vec<RecordBatch>), OfflineError> {
-    use futures::TryStreamExt;
-    let file_schema = crate::scan::file_schema(&files[0])?;
-    let mut fields = Vec::with_capacity(cols.len());
-    for c in cols {
-        let f = file_schema.field_with_name(c).map_err(|_| {
-            user(format!("feature view `{}`: its table {} has no column `{c}`", v.name, v.location))
-        })?;
-        fields.push(f.clone());
+enum RowsKind {
+    Local(Vec<std::path::PathBuf>),
+    /// Every needed column, in the table's batches (taken by the second pass).
+    Loaded(std::sync::Mutex<Vec<RecordBatch>>),
+}
+
+impl ViewRows {
+    async fn open(warehouse: &Warehouse, v: &ViewSpec, window: (i64, i64)) -> Result<ViewRows, OfflineError> {
+        let mut cols: Vec<&String> = v.join_keys.iter().collect();
+        cols.push(&v.event_timestamp);
+        cols.extend(v.created_timestamp.iter());
+        cols.extend(v.features.iter());
+        let missing =
+            |c: &str| user(format!("feature view `{}`: its table {} has no column `{c}`", v.name, v.location));
+        if let Some(files) = crate::scan::local_files(&v.location).filter(|f| !f.is_empty()) {
+            let schema = crate::scan::file_schema(&files[0])?;
+            for c in &cols {
+                schema.field_with_name(c).map_err(|_| missing(c))?;
+            }
+            let feature_types =
+                v.features.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect();
+            return Ok(ViewRows { kind: RowsKind::Local(files), feature_types });
+        }
+        let ctx = warehouse.context();
+        let df = ctx
+            .read_parquet(v.location.as_str(), ParquetReadOptions::default())
+            .await
+            .map_err(|e| user(format!("feature view `{}`: cannot read its table {}: {e}", v.name, v.location)))?;
+        for c in &cols {
+            df.schema().field_with_unqualified_name(c).map_err(|_| missing(c))?;
+        }
+        let ts_type = df.schema().field_with_unqualified_name(&v.event_timestamp).expect("checked").data_type().clone();
+        let at = |micros: i64| -> Result<datafusion::prelude::Expr, OfflineError> {
+            let s = ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())).cast_to(&ts_type)?;
+            Ok(lit(s))
+        };
+        let mut df = df.select(cols.iter().map(|c| ident(c.as_str())).collect::<Vec<_>>())?;
+        if window.1 < i64::MAX {
+            df = df.filter(ident(&v.event_timestamp).lt_eq(at(window.1)?))?;
+        }
+        if window.0 > i64::MIN {
+            df = df.filter(ident(&v.event_timestamp).gt_eq(at(window.0)?))?;
+        }
+        let schema = df.schema().as_arrow().clone();
+        let feature_types =
+            v.features.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect();
+        Ok(ViewRows { kind: RowsKind::Loaded(std::sync::Mutex::new(df.collect().await?)), feature_types })
     }
-    let schema = Arc::new(Schema::new(fields));
-    let spec = crate::ScanSpec {
-        view: v.name.clone(),
-        location: v.location.clone(),
-        join_keys: v.join_keys.clone(),
-        event_timestamp: v.event_timestamp.clone(),
-        created_timestamp: v.created_timestamp.clone(),
-        features: v.features.clone(),
-    };
-    let streams = crate::scan::scan_files(files, &spec, window.unwrap_or((i64::MIN, i64::MAX)))?;
-    let parts = futures::future::try_join_all(streams.into_iter().map(|s| s.try_collect::<Vec<_>>())).await?;
-    let mut batches = Vec::new();
-    for b in parts.into_iter().flatten() {
-        let columns = cols
-            .iter()
-            .map(|c| b.column_by_name(c).cloned().ok_or_else(|| user(format!("a file of {} has no `{c}`", v.location))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let columns = columns
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
-            .collect::<Result<Vec<_>, _>>()?;
-        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+
+    fn spec(v: &ViewSpec, keys: bool) -> crate::ScanSpec {
+        crate::ScanSpec {
+            view: v.name.clone(),
+            location: v.location.clone(),
+            join_keys: if keys { v.join_keys.clone() } else { Vec::new() },
+            event_timestamp: v.event_timestamp.clone(),
+            created_timestamp: if keys { v.created_timestamp.clone() } else { None },
+            features: if keys { Vec::new() } else { v.features.clone() },
+        }
     }
-    Ok((schema, batches))
+
+    /// Pass 1: the rows' keys and timestamps, as the batches of each scan stream.
+    async fn keys(&self, v: &ViewSpec, window: (i64, i64)) -> Result<Vec<Vec<RecordBatch>>, OfflineError> {
+        use futures::TryStreamExt;
+        match &self.kind {
+            RowsKind::Local(files) => {
+                let streams = crate::scan::scan_files(files.clone(), &Self::spec(v, true), window)?;
+                futures::future::try_join_all(streams.into_iter().map(|s| s.try_collect::<Vec<_>>())).await
+            }
+            RowsKind::Loaded(batches) => Ok(vec![batches.lock().expect("not poisoned").clone()]),
+        }
+    }
+
+    /// Pass 2: each feature column at the indices `idx` (into the rows in pass 1's
+    /// order; null: no match). `counts`: pass 1's rows per stream, which the second
+    /// scan must reproduce.
+    async fn gather(
+        &self,
+        v: &ViewSpec,
+        window: (i64, i64),
+        idx: &UInt32Array,
+        counts: &[usize],
+    ) -> Result<Vec<ArrayRef>, OfflineError> {
+        // The matched entity rows sorted by the row they take: `sources` ascending,
+        // and `slot[e]` = the position of entity row e in that order.
+        let mut pairs: Vec<(u32, u32)> = idx.iter().enumerate().filter_map(|(e, g)| g.map(|g| (g, e as u32))).collect();
+        pairs.sort_unstable();
+        let mut slot = vec![None; idx.len()];
+        for (k, (_, e)) in pairs.iter().enumerate() {
+            slot[*e as usize] = Some(k as u32);
+        }
+        let slot = UInt32Array::from(slot);
+        let sources: Arc<Vec<u32>> = Arc::new(pairs.into_iter().map(|(g, _)| g).collect());
+        let streams: Vec<BatchStream> = match &self.kind {
+            RowsKind::Local(files) => crate::scan::scan_files(files.clone(), &Self::spec(v, false), window)?,
+            RowsKind::Loaded(batches) => {
+                let batches = std::mem::take(&mut *batches.lock().expect("not poisoned"));
+                vec![futures::stream::iter(batches.into_iter().map(Ok)).boxed()]
+            }
+        };
+        if streams.len() != counts.len() {
+            return Err(changed(v));
+        }
+        // Each stream's winners, on the runtime's threads, as pieces per feature.
+        let features: Arc<Vec<String>> = Arc::new(v.features.clone());
+        let types: Arc<Vec<DataType>> = Arc::new(self.feature_types.clone());
+        let mut base = 0usize;
+        let mut jobs = Vec::new();
+        for (stream, &count) in streams.into_iter().zip(counts) {
+            let (sources, features, types) = (sources.clone(), features.clone(), types.clone());
+            let start = base;
+            jobs.push(tokio::spawn(
+                async move { gather_stream(stream, start, count, &sources, &features, &types).await },
+            ));
+            base += count;
+        }
+        let mut pieces: Vec<Vec<ArrayRef>> = vec![Vec::new(); v.features.len()];
+        for job in jobs {
+            let part = job.await.map_err(|e| OfflineError::Backend(format!("a gather task failed: {e}")))?;
+            for (all, mine) in pieces.iter_mut().zip(part?.ok_or_else(|| changed(v))?) {
+                all.extend(mine);
+            }
+        }
+        // Sorted by source row, then put in entity order, one column at a time.
+        let mut out = Vec::with_capacity(pieces.len());
+        for (column, t) in pieces.iter_mut().zip(self.feature_types.iter()) {
+            let column = std::mem::take(column);
+            let sorted = match column.as_slice() {
+                [] => new_null_array(t, 0),
+                [one] => one.clone(),
+                _ => concat(&column.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?,
+            };
+            drop(column);
+            if sorted.len() != sources.len() {
+                return Err(changed(v));
+            }
+            out.push(take(sorted.as_ref(), &slot, None)?);
+        }
+        Ok(out)
+    }
+}
+
+fn changed(v: &ViewSpec) -> OfflineError {
+    OfflineError::Backend(format!(
+        "feature view `{}`: its table {} changed while it was read; run the command again",
+        v.name, v.location
+    ))
+}
+
+/// One stream of pass 2: rows `start..start + count` of pass 1's order. Returns,
+/// per feature, the values of the rows in `sources` (ascending) that fall in it;
+/// `None` when the stream is not the one pass 1 read (the table changed).
+async fn gather_stream(
+    mut stream: BatchStream,
+    start: usize,
+    count: usize,
+    sources: &[u32],
+    features: &[String],
+    types: &[DataType],
+) -> Result<Option<Vec<Vec<ArrayRef>>>, OfflineError> {
+    let mut out: Vec<Vec<ArrayRef>> = vec![Vec::new(); features.len()];
+    let mut at = start;
+    let mut next = sources.partition_point(|g| (*g as usize) < start);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let end = at + batch.num_rows();
+        if end > start + count {
+            return Ok(None);
+        }
+        let stop = next + sources[next..].partition_point(|g| (*g as usize) < end);
+        if stop > next {
+            let local = UInt32Array::from_iter_values(sources[next..stop].iter().map(|g| *g - at as u32));
+            for ((pieces, name), t) in out.iter_mut().zip(features).zip(types) {
+                let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+                let piece = take(col.as_ref(), &local, None)?;
+                pieces.push(if piece.data_type() == t { piece } else { cast(&piece, t)? });
+            }
+        }
+        next = stop;
+        at = end;
+    }
+    Ok((at == start + count).then_some(out))
 }

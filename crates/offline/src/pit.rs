@@ -8,8 +8,10 @@
 //!
 //! How: feature rows are bucketed by key (a hash map from key to a dense id, then a
 //! counting sort), each bucket sorted by (ts, created, row); every entity row then
-//! binary-searches its bucket. O((E + F) log F), no sort of the entity side, so the
-//! output keeps the entity order, and entity rows are matched in parallel.
+//! binary-searches its bucket's timestamps, laid out side by side. Entity rows are
+//! grouped by key with a counting sort too (O(E), and the output is written back in
+//! the entity order), so buckets are read in memory order, in parallel.
+//! O((E + F) log F) for E entity rows and F feature rows.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -171,34 +173,62 @@ pub fn asof_indices(
         }
     }
 
+    // Each bucket's timestamps side by side, so a binary search reads one or two
+    // cache lines instead of a row's timestamp per step.
+    let bucket_ts: Vec<i64> = order.iter().map(|r| ts[*r as usize]).collect();
+
+    // Entity rows grouped by key id (a counting sort), so that buckets are visited in
+    // memory order rather than at random: the match is then a streaming pass.
     let entity_ids = keys.lookup(entity_keys)?;
     let ets = entity_ts;
     let n = entity_ids.len();
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n / 50_000 + 1);
-    let chunk = n.div_ceil(threads.max(1)).max(1);
-    let mut out: Vec<Option<u32>> = vec![None; n];
+    let mut by_key = vec![0u32; n_keys as usize + 1];
+    for (i, id) in entity_ids.iter().enumerate() {
+        if let (Some(id), true) = (id, ets.is_valid(i)) {
+            by_key[*id as usize + 1] += 1;
+        }
+    }
+    for i in 0..n_keys as usize {
+        by_key[i + 1] += by_key[i];
+    }
+    let mut entity_order = vec![0u32; by_key[n_keys as usize] as usize];
+    for (i, id) in entity_ids.iter().enumerate() {
+        if let (Some(id), true) = (id, ets.is_valid(i)) {
+            let slot = &mut by_key[*id as usize];
+            entity_order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+    }
+    drop(by_key);
+    let m = entity_order.len();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(m / 50_000 + 1);
+    let chunk = m.div_ceil(threads.max(1)).max(1);
+    // The winner of each entity row in `entity_order`, u32::MAX for none.
+    let mut winners = vec![u32::MAX; m];
     std::thread::scope(|scope| {
-        for (c, slots) in out.chunks_mut(chunk).enumerate() {
-            let (entity_ids, order, starts) = (&entity_ids, &order, &starts);
+        for (rows, slots) in entity_order.chunks(chunk).zip(winners.chunks_mut(chunk)) {
+            let (entity_ids, order, starts, bucket_ts) = (&entity_ids, &order, &starts, &bucket_ts);
             scope.spawn(move || {
-                for (j, slot) in slots.iter_mut().enumerate() {
-                    let i = c * chunk + j;
-                    let (Some(id), true) = (entity_ids[i], ets.is_valid(i)) else { continue };
+                for (i, slot) in rows.iter().zip(slots.iter_mut()) {
+                    let i = *i as usize;
+                    let id = entity_ids[i].expect("grouped rows have a key") as usize;
                     let t = ets.value(i);
-                    let bucket = &order[starts[id as usize] as usize..starts[id as usize + 1] as usize];
-                    let p = bucket.partition_point(|r| ts[*r as usize] <= t);
-                    if p == 0 {
+                    let (lo, hi) = (starts[id] as usize, starts[id + 1] as usize);
+                    let p = bucket_ts[lo..hi].partition_point(|ft| *ft <= t);
+                    if p == 0 || ttl_micros.is_some_and(|ttl| bucket_ts[lo + p - 1] < t.saturating_sub(ttl)) {
                         continue;
                     }
-                    let winner = bucket[p - 1];
-                    if ttl_micros.is_some_and(|ttl| ts[winner as usize] < t.saturating_sub(ttl)) {
-                        continue;
-                    }
-                    *slot = Some(winner);
+                    *slot = order[lo + p - 1];
                 }
             });
         }
     });
+    let mut out: Vec<Option<u32>> = vec![None; n];
+    for (i, w) in entity_order.iter().zip(&winners) {
+        if *w != u32::MAX {
+            out[*i as usize] = Some(*w);
+        }
+    }
     Ok(UInt32Array::from(out))
 }
 
