@@ -98,19 +98,13 @@ pub async fn materialize_view(
         features: view.features.iter().map(|f| f.0.clone()).collect(),
     };
     let streams = offline.scan_window(&scan, window).await?;
-    // The latest row per entity, one accumulator per partition of the scan, in parallel.
-    let scans = streams.into_iter().map(|mut stream| {
-        let mut latest = LatestRows::new(view, version);
-        tokio::spawn(async move {
-            while let Some(batch) = stream.next().await {
-                latest.offer(&batch?)?;
-            }
-            Ok::<_, CoreError>(latest)
-        })
-    });
+    // The latest row per entity: one accumulator fed by every stream of the scan as
+    // batches arrive (the streams decode in parallel; one table of winners per view
+    // keeps memory at one encoded row per entity).
     let mut latest = LatestRows::new(view, version);
-    for part in futures::future::join_all(scans).await {
-        latest.merge(part.map_err(|e| invalid(format!("scan task failed: {e}")))??);
+    let mut batches = futures::stream::select_all(streams);
+    while let Some(batch) = batches.next().await {
+        latest.offer(&batch?)?;
     }
     let (scanned, entities) = latest.counts();
     let total = entities as u64;
