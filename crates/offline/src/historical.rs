@@ -408,3 +408,46 @@ async fn gather_stream(
     }
     Ok((at == start + count).then_some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    fn batch(values: std::ops::Range<i64>) -> RecordBatch {
+        let names = StringArray::from_iter_values(values.clone().map(|v| format!("v{v}")));
+        RecordBatch::try_from_iter([
+            ("x", Arc::new(Int64Array::from_iter_values(values)) as ArrayRef),
+            ("name", Arc::new(names) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    fn stream(batches: Vec<RecordBatch>) -> BatchStream {
+        futures::stream::iter(batches.into_iter().map(Ok)).boxed()
+    }
+
+    /// Pass 2 keeps exactly the rows the match chose, across batch boundaries and
+    /// from a stream that starts after others; a stream that is not the one pass 1
+    /// read (more or fewer rows) is reported, never mixed in.
+    #[tokio::test]
+    async fn the_second_pass_keeps_the_chosen_rows_and_notices_a_changed_table() {
+        let features = vec!["x".to_string(), "name".to_string()];
+        let types = vec![DataType::Int64, DataType::Utf8];
+        // This stream holds rows 100..110 of pass 1's order, in two batches.
+        let sources = [3u32, 100, 100, 104, 105, 109, 200];
+        let got = gather_stream(stream(vec![batch(0..5), batch(5..10)]), 100, 10, &sources, &features, &types)
+            .await
+            .unwrap()
+            .expect("the same rows");
+        let x = concat(&got[0].iter().map(|a| a.as_ref()).collect::<Vec<_>>()).unwrap();
+        assert_eq!(x.as_ref(), &Int64Array::from(vec![0, 0, 4, 5, 9]) as &dyn Array);
+        let names = concat(&got[1].iter().map(|a| a.as_ref()).collect::<Vec<_>>()).unwrap();
+        assert_eq!(names.as_ref(), &StringArray::from(vec!["v0", "v0", "v4", "v5", "v9"]) as &dyn Array);
+
+        let longer = gather_stream(stream(vec![batch(0..11)]), 100, 10, &sources, &features, &types).await.unwrap();
+        assert!(longer.is_none(), "a stream with more rows than pass 1 saw");
+        let shorter = gather_stream(stream(vec![batch(0..9)]), 100, 10, &sources, &features, &types).await.unwrap();
+        assert!(shorter.is_none(), "a stream with fewer rows than pass 1 saw");
+    }
+}
