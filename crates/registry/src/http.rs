@@ -6,7 +6,9 @@
 //! down still fails within about a second. Any other status is the caller's to read.
 //!
 //! A conditional write retried after a 5xx may find that its first send landed: it
-//! then reads as a conflict, and the caller re-reads and re-plans, which is safe.
+//! then reads as a conflict, and the caller re-reads, finds its change there and
+//! reports no change. Nothing is lost; at worst that version enters the history on
+//! the next apply as one written outside amora.
 
 use std::time::Duration;
 
