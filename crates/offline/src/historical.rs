@@ -145,6 +145,22 @@ async fn join_view(
         _ => (i64::MIN, i64::MAX),
     };
     let source = ViewRows::open(warehouse, v, window).await?;
+    for (k, t) in v.join_keys.iter().zip(&source.key_types) {
+        let col = entities.column_by_name(k).expect("checked");
+        let compatible = col.data_type() == t
+            || (col.data_type().is_integer() && t.is_integer())
+            || (is_string(col.data_type()) && is_string(t));
+        if !compatible {
+            return Err(user(format!(
+                "entity column `{k}` has type {} but feature view `{}` joins on {t}",
+                col.data_type(),
+                v.name,
+            )));
+        }
+    }
+    if entities.num_rows() == 0 {
+        return Ok(source.feature_types.iter().map(|t| new_null_array(t, 0)).collect());
+    }
     // Pass 1: join keys and timestamps only.
     let key_parts = source.keys(v, window).await?;
     let counts: Vec<usize> = key_parts.iter().map(|p| p.iter().map(RecordBatch::num_rows).sum()).collect();
@@ -172,19 +188,7 @@ async fn join_view(
     let feature_keys: Vec<ArrayRef> = v.join_keys.iter().map(|k| column(k)).collect::<Result<_, _>>()?;
     let mut entity_keys = Vec::new();
     for (k, fk) in v.join_keys.iter().zip(&feature_keys) {
-        let col = entities.column_by_name(k).expect("checked");
-        let compatible = col.data_type() == fk.data_type()
-            || (col.data_type().is_integer() && fk.data_type().is_integer())
-            || (is_string(col.data_type()) && is_string(fk.data_type()));
-        if !compatible {
-            return Err(user(format!(
-                "entity column `{k}` has type {} but feature view `{}` joins on {}",
-                col.data_type(),
-                v.name,
-                fk.data_type()
-            )));
-        }
-        entity_keys.push(cast(col, fk.data_type())?);
+        entity_keys.push(cast(entities.column_by_name(k).expect("checked"), fk.data_type())?);
     }
     let ts = to_utc_micros(&column(&v.event_timestamp)?, &format!("`{}` of view `{}`", v.event_timestamp, v.name))?;
     let created = match &v.created_timestamp {
@@ -223,6 +227,8 @@ fn is_string(t: &DataType) -> bool {
 /// view's feature columns. Anything else is read once through DataFusion.
 struct ViewRows {
     kind: RowsKind,
+    /// The types of the join keys and the features, from the table's schema.
+    key_types: Vec<DataType>,
     feature_types: Vec<DataType>,
 }
 
@@ -245,9 +251,11 @@ impl ViewRows {
             for c in &cols {
                 schema.field_with_name(c).map_err(|_| missing(c))?;
             }
-            let feature_types =
-                v.features.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect();
-            return Ok(ViewRows { kind: RowsKind::Local(files), feature_types });
+            let types = |names: &[String]| -> Vec<DataType> {
+                names.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect()
+            };
+            let (key_types, feature_types) = (types(&v.join_keys), types(&v.features));
+            return Ok(ViewRows { kind: RowsKind::Local(files), key_types, feature_types });
         }
         let ctx = warehouse.context();
         let df = ctx
@@ -270,9 +278,12 @@ impl ViewRows {
             df = df.filter(ident(&v.event_timestamp).gt_eq(at(window.0)?))?;
         }
         let schema = df.schema().as_arrow().clone();
-        let feature_types =
-            v.features.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect();
-        Ok(ViewRows { kind: RowsKind::Loaded(std::sync::Mutex::new(df.collect().await?)), feature_types })
+        let types = |names: &[String]| -> Vec<DataType> {
+            names.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect()
+        };
+        let (key_types, feature_types) = (types(&v.join_keys), types(&v.features));
+        let batches = std::sync::Mutex::new(df.collect().await?);
+        Ok(ViewRows { kind: RowsKind::Loaded(batches), key_types, feature_types })
     }
 
     fn spec(v: &ViewSpec, keys: bool) -> crate::ScanSpec {
@@ -318,6 +329,10 @@ impl ViewRows {
         }
         let slot = UInt32Array::from(slot);
         let sources: Arc<Vec<u32>> = Arc::new(pairs.into_iter().map(|(g, _)| g).collect());
+        if sources.is_empty() {
+            // No entity row matched: no feature needs reading.
+            return Ok(self.feature_types.iter().map(|t| new_null_array(t, idx.len())).collect());
+        }
         let streams: Vec<BatchStream> = match &self.kind {
             RowsKind::Local(files) => crate::scan::scan_files(files.clone(), &Self::spec(v, false), window)?,
             RowsKind::Loaded(batches) => {

@@ -66,3 +66,58 @@ fn matches_feast_duckdb_store_value_by_value() {
         assert!(matched > 500 && matched < got.num_rows(), "{matched} rows matched: the fixture must have both");
     });
 }
+
+/// Entity rows that match nothing keep their rows with null features (no feature
+/// column is read); an empty frame gives an empty training set with every column;
+/// a join key of the wrong type is an error, even when the frame is empty.
+#[test]
+fn no_matches_and_empty_frames_still_check_the_keys() {
+    use amora_offline::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let w = Warehouse::new(2);
+        let entities = read_frame(&dir().join("entities.parquet")).await.unwrap();
+        let views = [ViewSpec {
+            name: "stats".into(),
+            join_keys: vec!["user_id".into()],
+            event_timestamp: "event_timestamp".into(),
+            created_timestamp: Some("created".into()),
+            ttl_seconds: 7200,
+            features: vec!["f_float".into(), "f_int".into(), "f_str".into()],
+            feature_types: vec![],
+            location: dir().join("features.parquet").display().to_string(),
+        }];
+        let key = entities.schema().index_of("user_id").unwrap();
+        let mut columns = entities.columns().to_vec();
+        columns[key] = Arc::new(Int64Array::from_iter_values((0..entities.num_rows() as i64).map(|i| 1_000_000 + i)));
+        let unknown = RecordBatch::try_new(entities.schema(), columns).unwrap();
+        let got = get_historical_features(&w, &unknown, "event_timestamp", &views, false).await.unwrap();
+        assert_eq!(got.num_rows(), entities.num_rows());
+        for f in ["f_float", "f_int", "f_str"] {
+            assert_eq!(got.column_by_name(f).unwrap().null_count(), entities.num_rows(), "{f}");
+        }
+
+        let empty = entities.slice(0, 0);
+        let got = get_historical_features(&w, &empty, "event_timestamp", &views, false).await.unwrap();
+        assert_eq!(got.num_rows(), 0);
+        assert!(got.column_by_name("f_str").is_some());
+
+        let fields: Vec<Field> =
+            entities
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    if f.name() == "user_id" {
+                        Field::new("user_id", DataType::Utf8, true)
+                    } else {
+                        f.as_ref().clone()
+                    }
+                })
+                .collect();
+        let wrong = RecordBatch::new_empty(Arc::new(Schema::new(fields)));
+        let err = get_historical_features(&w, &wrong, "event_timestamp", &views, false).await.unwrap_err().to_string();
+        assert!(err.contains("entity column `user_id` has type Utf8 but feature view `stats` joins on Int64"), "{err}");
+    });
+}
