@@ -244,46 +244,48 @@ impl ViewRows {
         cols.push(&v.event_timestamp);
         cols.extend(v.created_timestamp.iter());
         cols.extend(v.features.iter());
-        let missing =
-            |c: &str| user(format!("feature view `{}`: its table {} has no column `{c}`", v.name, v.location));
-        if let Some(files) = crate::scan::local_files(&v.location).filter(|f| !f.is_empty()) {
-            let schema = crate::scan::file_schema(&files[0])?;
-            for c in &cols {
-                schema.field_with_name(c).map_err(|_| missing(c))?;
+        let check = |schema: &Schema| -> Result<(), OfflineError> {
+            match cols.iter().find(|c| schema.field_with_name(c).is_err()) {
+                Some(c) => {
+                    Err(user(format!("feature view `{}`: its table {} has no column `{c}`", v.name, v.location)))
+                }
+                None => Ok(()),
             }
-            let types = |names: &[String]| -> Vec<DataType> {
-                names.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect()
-            };
-            let (key_types, feature_types) = (types(&v.join_keys), types(&v.features));
-            return Ok(ViewRows { kind: RowsKind::Local(files), key_types, feature_types });
-        }
-        let ctx = warehouse.context();
-        let df = ctx
-            .read_parquet(v.location.as_str(), ParquetReadOptions::default())
-            .await
-            .map_err(|e| user(format!("feature view `{}`: cannot read its table {}: {e}", v.name, v.location)))?;
-        for c in &cols {
-            df.schema().field_with_unqualified_name(c).map_err(|_| missing(c))?;
-        }
-        let ts_type = df.schema().field_with_unqualified_name(&v.event_timestamp).expect("checked").data_type().clone();
-        let at = |micros: i64| -> Result<datafusion::prelude::Expr, OfflineError> {
-            let s = ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())).cast_to(&ts_type)?;
-            Ok(lit(s))
         };
-        let mut df = df.select(cols.iter().map(|c| ident(c.as_str())).collect::<Vec<_>>())?;
-        if window.1 < i64::MAX {
-            df = df.filter(ident(&v.event_timestamp).lt_eq(at(window.1)?))?;
-        }
-        if window.0 > i64::MIN {
-            df = df.filter(ident(&v.event_timestamp).gt_eq(at(window.0)?))?;
-        }
-        let schema = df.schema().as_arrow().clone();
+        let (kind, schema) = match crate::scan::local_files(&v.location).filter(|f| !f.is_empty()) {
+            Some(files) => {
+                let schema = crate::scan::file_schema(&files[0])?;
+                check(&schema)?;
+                (RowsKind::Local(files), schema)
+            }
+            None => {
+                let df = warehouse
+                    .context()
+                    .read_parquet(v.location.as_str(), ParquetReadOptions::default())
+                    .await
+                    .map_err(|e| {
+                        user(format!("feature view `{}`: cannot read its table {}: {e}", v.name, v.location))
+                    })?;
+                check(df.schema().as_arrow())?;
+                let ts_type = df.schema().as_arrow().field_with_name(&v.event_timestamp)?.data_type().clone();
+                let at = |micros: i64| -> Result<datafusion::prelude::Expr, OfflineError> {
+                    Ok(lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())).cast_to(&ts_type)?))
+                };
+                let mut df = df.select(cols.iter().map(|c| ident(c.as_str())).collect::<Vec<_>>())?;
+                if window.1 < i64::MAX {
+                    df = df.filter(ident(&v.event_timestamp).lt_eq(at(window.1)?))?;
+                }
+                if window.0 > i64::MIN {
+                    df = df.filter(ident(&v.event_timestamp).gt_eq(at(window.0)?))?;
+                }
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                (RowsKind::Loaded(std::sync::Mutex::new(df.collect().await?)), schema)
+            }
+        };
         let types = |names: &[String]| -> Vec<DataType> {
             names.iter().map(|f| schema.field_with_name(f).expect("checked").data_type().clone()).collect()
         };
-        let (key_types, feature_types) = (types(&v.join_keys), types(&v.features));
-        let batches = std::sync::Mutex::new(df.collect().await?);
-        Ok(ViewRows { kind: RowsKind::Loaded(batches), key_types, feature_types })
+        Ok(ViewRows { kind, key_types: types(&v.join_keys), feature_types: types(&v.features) })
     }
 
     fn spec(v: &ViewSpec, keys: bool) -> crate::ScanSpec {

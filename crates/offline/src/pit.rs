@@ -132,6 +132,30 @@ impl Keys {
     }
 }
 
+/// A counting sort of rows by key id: `ids` gives each row's id in `0..n_keys`, or
+/// `None` to leave the row out. Returns `starts` (rows of id `k` are
+/// `order[starts[k]..starts[k + 1]]`) and `order` (row numbers, in row order
+/// within each id).
+fn group_by_key(n_keys: u32, ids: impl Iterator<Item = Option<u32>> + Clone) -> (Vec<u32>, Vec<u32>) {
+    let mut starts = vec![0u32; n_keys as usize + 1];
+    for id in ids.clone().flatten() {
+        starts[id as usize + 1] += 1;
+    }
+    for i in 0..n_keys as usize {
+        starts[i + 1] += starts[i];
+    }
+    let mut fill = starts.clone();
+    let mut order = vec![0u32; starts[n_keys as usize] as usize];
+    for (row, id) in ids.enumerate() {
+        if let Some(id) = id {
+            let slot = &mut fill[id as usize];
+            order[*slot as usize] = row as u32;
+            *slot += 1;
+        }
+    }
+    (starts, order)
+}
+
 /// For each entity row, the index of its winning feature row (null when none).
 ///
 /// `entity_keys` and `feature_keys` must have the same types, column by column.
@@ -144,25 +168,11 @@ pub fn asof_indices(
     ttl_micros: Option<i64>,
 ) -> Result<UInt32Array, ArrowError> {
     let (keys, ids, n_keys) = Keys::build(feature_keys)?;
-    // Counting sort of feature rows by key id; skip rows with a null key or timestamp.
-    let mut starts = vec![0u32; n_keys as usize + 1];
-    for (row, id) in ids.iter().enumerate() {
-        if *id != u32::MAX && feature_ts.is_valid(row) {
-            starts[*id as usize + 1] += 1;
-        }
-    }
-    for i in 0..n_keys as usize {
-        starts[i + 1] += starts[i];
-    }
-    let mut fill = starts.clone();
-    let mut order = vec![0u32; starts[n_keys as usize] as usize];
-    for (row, id) in ids.iter().enumerate() {
-        if *id != u32::MAX && feature_ts.is_valid(row) {
-            let slot = &mut fill[*id as usize];
-            order[*slot as usize] = row as u32;
-            *slot += 1;
-        }
-    }
+    // Feature rows grouped by key id; rows with a null key or timestamp are left out.
+    let (starts, mut order) = group_by_key(
+        n_keys,
+        ids.iter().enumerate().map(|(row, id)| (*id != u32::MAX && feature_ts.is_valid(row)).then_some(*id)),
+    );
     let ts = feature_ts.values();
     let created = |r: u32| feature_created.and_then(|c| c.is_valid(r as usize).then(|| c.value(r as usize)));
     for w in starts.windows(2) {
@@ -182,24 +192,8 @@ pub fn asof_indices(
     let entity_ids = keys.lookup(entity_keys)?;
     let ets = entity_ts;
     let n = entity_ids.len();
-    let mut by_key = vec![0u32; n_keys as usize + 1];
-    for (i, id) in entity_ids.iter().enumerate() {
-        if let (Some(id), true) = (id, ets.is_valid(i)) {
-            by_key[*id as usize + 1] += 1;
-        }
-    }
-    for i in 0..n_keys as usize {
-        by_key[i + 1] += by_key[i];
-    }
-    let mut entity_order = vec![0u32; by_key[n_keys as usize] as usize];
-    for (i, id) in entity_ids.iter().enumerate() {
-        if let (Some(id), true) = (id, ets.is_valid(i)) {
-            let slot = &mut by_key[*id as usize];
-            entity_order[*slot as usize] = i as u32;
-            *slot += 1;
-        }
-    }
-    drop(by_key);
+    let (_, entity_order) =
+        group_by_key(n_keys, entity_ids.iter().enumerate().map(|(i, id)| id.filter(|_| ets.is_valid(i))));
     let m = entity_order.len();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(m / 50_000 + 1);
     let chunk = m.div_ceil(threads.max(1)).max(1);

@@ -13,7 +13,7 @@ use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::file::statistics::Statistics;
 use futures::StreamExt;
@@ -69,14 +69,16 @@ fn in_unit(micros: i64, unit: TimeUnit) -> i64 {
 /// event-timestamp statistics meet the window.
 struct FilePlan {
     path: PathBuf,
+    /// The footer, read once and shared by every thread that reads the file.
+    meta: ArrowReaderMetadata,
     roots: Vec<usize>,
     groups: Vec<usize>,
 }
 
 fn plan_file(path: &Path, scan: &ScanSpec, (start, end): (i64, i64)) -> Result<FilePlan, OfflineError> {
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(path, e))?;
-    let schema = builder.schema().clone();
+    let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| io(path, e))?;
+    let schema = meta.schema().clone();
     let mut wanted: Vec<&str> = scan.join_keys.iter().map(String::as_str).collect();
     wanted.push(&scan.event_timestamp);
     wanted.extend(scan.created_timestamp.as_deref());
@@ -99,12 +101,12 @@ fn plan_file(path: &Path, scan: &ScanSpec, (start, end): (i64, i64)) -> Result<F
         DataType::Timestamp(u, _) => Some(*u),
         _ => None,
     };
-    let ts_leaf = builder.parquet_schema().columns().iter().position(|c| c.name() == scan.event_timestamp);
-    let meta = builder.metadata();
-    let groups = (0..meta.num_row_groups())
+    let ts_leaf = meta.parquet_schema().columns().iter().position(|c| c.name() == scan.event_timestamp);
+    let footer = meta.metadata();
+    let groups = (0..footer.num_row_groups())
         .filter(|&g| {
             let (Some(unit), Some(leaf)) = (unit, ts_leaf) else { return true };
-            match meta.row_group(g).column(leaf).statistics() {
+            match footer.row_group(g).column(leaf).statistics() {
                 Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
                     (Some(lo), Some(hi)) => *hi >= in_unit(start, unit) && *lo <= in_unit(end, unit),
                     _ => true,
@@ -113,7 +115,7 @@ fn plan_file(path: &Path, scan: &ScanSpec, (start, end): (i64, i64)) -> Result<F
             }
         })
         .collect();
-    Ok(FilePlan { path: path.to_path_buf(), roots, groups })
+    Ok(FilePlan { path: path.to_path_buf(), meta, roots, groups })
 }
 
 /// Reads `groups` of a planned file, keeping the rows in the window and sending
@@ -127,7 +129,7 @@ fn read_groups(
 ) -> Result<bool, OfflineError> {
     let path = plan.path.as_path();
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, plan.meta.clone());
     let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots.iter().copied());
     let reader =
         builder.with_projection(mask).with_row_groups(groups).with_batch_size(8192).build().map_err(|e| io(path, e))?;

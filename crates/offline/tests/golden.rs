@@ -19,6 +19,20 @@ fn sorted_by_row_id(b: &RecordBatch) -> RecordBatch {
     take_record_batch(b, &idx).unwrap()
 }
 
+/// The fixture's feature view, as `make_golden.py` declares it to Feast.
+fn stats_view() -> ViewSpec {
+    ViewSpec {
+        name: "stats".into(),
+        join_keys: vec!["user_id".into()],
+        event_timestamp: "event_timestamp".into(),
+        created_timestamp: Some("created".into()),
+        ttl_seconds: 7200,
+        features: vec!["f_float".into(), "f_int".into(), "f_str".into()],
+        feature_types: vec![],
+        location: dir().join("features.parquet").display().to_string(),
+    }
+}
+
 fn floats(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
     let c = cast(b.column_by_name(name).unwrap(), &DataType::Float64).unwrap();
     c.as_any().downcast_ref::<Float64Array>().unwrap().iter().collect()
@@ -31,16 +45,7 @@ fn matches_feast_duckdb_store_value_by_value() {
         let w = Warehouse::new(2);
         let entities = read_frame(&dir().join("entities.parquet")).await.unwrap();
         let expected = sorted_by_row_id(&read_frame(&dir().join("expected.parquet")).await.unwrap());
-        let view = ViewSpec {
-            name: "stats".into(),
-            join_keys: vec!["user_id".into()],
-            event_timestamp: "event_timestamp".into(),
-            created_timestamp: Some("created".into()),
-            ttl_seconds: 7200,
-            features: vec!["f_float".into(), "f_int".into(), "f_str".into()],
-            feature_types: vec![],
-            location: dir().join("features.parquet").display().to_string(),
-        };
+        let view = stats_view();
         let got = get_historical_features(&w, &entities, "event_timestamp", &[view], false).await.unwrap();
         // Our output keeps the entity order; Feast's does not, so compare by row_id.
         let ids: Vec<i64> =
@@ -78,16 +83,7 @@ fn no_matches_and_empty_frames_still_check_the_keys() {
     rt.block_on(async {
         let w = Warehouse::new(2);
         let entities = read_frame(&dir().join("entities.parquet")).await.unwrap();
-        let views = [ViewSpec {
-            name: "stats".into(),
-            join_keys: vec!["user_id".into()],
-            event_timestamp: "event_timestamp".into(),
-            created_timestamp: Some("created".into()),
-            ttl_seconds: 7200,
-            features: vec!["f_float".into(), "f_int".into(), "f_str".into()],
-            feature_types: vec![],
-            location: dir().join("features.parquet").display().to_string(),
-        }];
+        let views = [stats_view()];
         let key = entities.schema().index_of("user_id").unwrap();
         let mut columns = entities.columns().to_vec();
         columns[key] = Arc::new(Int64Array::from_iter_values((0..entities.num_rows() as i64).map(|i| 1_000_000 + i)));
