@@ -8,6 +8,12 @@ use amora_bigquery::sql::{Param, TableRef};
 use amora_bigquery::storage::StorageRead;
 use amora_gauth::Credentials;
 
+/// The tests take turns: once, with both running at once, `tabledata.list` paging
+/// stopped at 1,400 of 2,000 rows. The emulator answers a page with a LIMIT/OFFSET
+/// query and a separate COUNT(*), and has not shown it with one test at a time (not
+/// proven to be the cause). The turns keep this file about amora, not the emulator.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn emulator() -> Option<(String, String)> {
     match (std::env::var("AMORA_BQ_EMULATOR"), std::env::var("AMORA_BQ_EMULATOR_GRPC")) {
         (Ok(r), Ok(g)) if !r.is_empty() => Some((format!("http://{r}"), format!("http://{g}"))),
@@ -23,6 +29,7 @@ fn emulator() -> Option<(String, String)> {
 
 #[test]
 fn queries_parameters_errors_and_both_read_paths_agree() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let Some((rest_url, grpc_url)) = emulator() else { return eprintln!("skipping: no BigQuery emulator") };
     let creds = Arc::new(Credentials::anonymous());
     let mut rest = Rest::new(&rest_url, "test-project", None, creds.clone());
@@ -74,6 +81,7 @@ fn queries_parameters_errors_and_both_read_paths_agree() {
 /// A source file loaded in several chunks arrives whole, and no scratch table is left.
 #[test]
 fn a_source_file_is_loaded_in_chunks_then_swapped_in() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     use amora_model::{Column, FileFormat, Scalar, Source, ValueType};
     use amora_offline::OfflineStore;
     let Some((rest_url, grpc_url)) = emulator() else { return eprintln!("skipping: no BigQuery emulator") };
