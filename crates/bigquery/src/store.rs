@@ -504,7 +504,7 @@ impl OfflineStore for BigQueryStore {
         timestamp_column: &'a str,
         views: &'a [ViewSpec],
         full_feature_names: bool,
-    ) -> BoxFuture<'a, Result<RecordBatch, OfflineError>> {
+    ) -> BoxFuture<'a, Result<amora_offline::frames::TrainingSet, OfflineError>> {
         Box::pin(async move {
             let schema = entities.schema();
             let names = amora_offline::historical::output_names(&schema, views, full_feature_names)?;
@@ -526,7 +526,7 @@ impl OfflineStore for BigQueryStore {
                 // Nothing to ask BigQuery: the empty training set, with its columns.
                 let types = types.into_iter().map(|t| t.unwrap_or(DataType::Utf8));
                 fields.extend(names.iter().zip(types).map(|(n, t)| Field::new(n, t, true)));
-                return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))));
+                return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))).into());
             }
             let entity_ts = cast(entities.column(ts_idx), &utc)
                 .map_err(|e| contract(format!("entity column `{timestamp_column}`: {e}")))?;
@@ -621,7 +621,7 @@ impl OfflineStore for BigQueryStore {
                 fields.push(Field::new(n, c.data_type().clone(), true));
                 columns.push(c);
             }
-            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?.into())
         })
     }
 

@@ -216,7 +216,7 @@ pub async fn get_historical_features(
     entities: &RecordBatch,
     selection: &FeatureSelection,
     full_feature_names: bool,
-) -> Result<RecordBatch, CoreError> {
+) -> Result<amora_offline::frames::TrainingSet, CoreError> {
     let resolved = resolve_views(file, project, selection, root)?;
     let ts = entity_timestamp_column(entities)?;
     let schema = entities.schema();

@@ -3,13 +3,110 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions};
 
 use crate::{OfflineError, Warehouse};
+
+/// A training set: the entity rows and the features, each feature column kept as
+/// the distinct winning values (in table order) and each entity row's position in
+/// them. Row ranges are put in entity order only when asked for, so a writer holds
+/// one row group's values at a time, never the whole set twice.
+#[derive(Debug, Clone)]
+pub struct TrainingSet {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Column {
+    /// Already in row order.
+    Plain(ArrayRef),
+    /// Row `r` is `values[slot[r]]`; a null slot is a null value.
+    Taken { values: ArrayRef, slot: Arc<UInt32Array> },
+    /// Nothing matched: every row is null.
+    Nulls(DataType),
+}
+
+impl TrainingSet {
+    /// `plain`: the columns already in row order (the entity columns), then one
+    /// `(values, slot)` per feature, `None` when no row has a value; `schema` names
+    /// them all, in that order.
+    pub fn new(
+        schema: SchemaRef,
+        plain: Vec<ArrayRef>,
+        taken: Vec<Option<(ArrayRef, Arc<UInt32Array>)>>,
+        rows: usize,
+    ) -> Result<TrainingSet, OfflineError> {
+        let mut columns: Vec<Column> = plain.into_iter().map(Column::Plain).collect();
+        for (i, t) in taken.into_iter().enumerate() {
+            let field = schema
+                .fields()
+                .get(columns.len())
+                .ok_or_else(|| OfflineError::Backend(format!("training set: no field for feature column {i}")))?;
+            columns.push(match t {
+                Some((values, slot)) => Column::Taken { values, slot },
+                None => Column::Nulls(field.data_type().clone()),
+            });
+        }
+        let set = TrainingSet { schema, columns, rows };
+        let lengths_agree = set.columns.iter().all(|c| match c {
+            Column::Plain(a) => a.len() == rows,
+            Column::Taken { slot, .. } => slot.len() == rows,
+            Column::Nulls(_) => true,
+        });
+        if set.columns.len() != set.schema.fields().len() || !lengths_agree {
+            return Err(OfflineError::Backend("training set: columns and rows disagree".into()));
+        }
+        Ok(set)
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Rows `offset..offset + len` of column `i`.
+    pub fn column(&self, i: usize, offset: usize, len: usize) -> Result<ArrayRef, OfflineError> {
+        Ok(match &self.columns[i] {
+            Column::Plain(a) => a.slice(offset, len),
+            Column::Taken { values, slot } => take(values.as_ref(), &slot.slice(offset, len), None)?,
+            Column::Nulls(t) => new_null_array(t, len),
+        })
+    }
+
+    /// Rows `offset..offset + len`, every column.
+    pub fn slice(&self, offset: usize, len: usize) -> Result<RecordBatch, OfflineError> {
+        let columns = (0..self.columns.len()).map(|i| self.column(i, offset, len)).collect::<Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(len));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+
+    /// The whole set as one batch.
+    pub fn into_batch(self) -> Result<RecordBatch, OfflineError> {
+        self.slice(0, self.rows)
+    }
+}
+
+impl From<RecordBatch> for TrainingSet {
+    fn from(batch: RecordBatch) -> TrainingSet {
+        let rows = batch.num_rows();
+        TrainingSet {
+            schema: batch.schema(),
+            columns: batch.columns().iter().cloned().map(Column::Plain).collect(),
+            rows,
+        }
+    }
+}
 
 fn is_csv(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
@@ -50,11 +147,21 @@ pub async fn read_frame(path: &Path) -> Result<RecordBatch, OfflineError> {
 /// a million rows, held a whole training set's pages).
 const FRAME_ROW_GROUP: usize = 128 * 1024;
 
-/// Writes one batch as a single Parquet or CSV file (by extension). Parquet is
+/// Writes a frame as a single Parquet or CSV file (by extension). Parquet is
 /// written row group by row group, snappy-compressed.
-pub async fn write_frame(warehouse: &Warehouse, batch: RecordBatch, path: &Path) -> Result<(), OfflineError> {
+pub async fn write_frame(
+    warehouse: &Warehouse,
+    frame: impl Into<TrainingSet>,
+    path: &Path,
+) -> Result<(), OfflineError> {
+    let batch = frame.into();
     if is_csv(path) {
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        // (At least one batch, so that an empty frame still gets its header.)
+        let chunks = (0..batch.num_rows().max(1))
+            .step_by(FRAME_ROW_GROUP)
+            .map(|at| batch.slice(at, FRAME_ROW_GROUP.min(batch.num_rows() - at)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = MemTable::try_new(batch.schema(), vec![chunks])?;
         let df = warehouse.context().read_table(Arc::new(table))?;
         let options = DataFrameWriteOptions::new().with_single_file_output(true);
         df.write_csv(&path.display().to_string(), options, None).await?;
@@ -66,8 +173,7 @@ pub async fn write_frame(warehouse: &Warehouse, batch: RecordBatch, path: &Path)
         .map_err(|e| OfflineError::Backend(format!("the writer failed: {e}")))?
 }
 
-fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<(), OfflineError> {
-    use datafusion::arrow::datatypes::DataType;
+fn write_parquet(batch: &TrainingSet, path: &Path) -> Result<(), OfflineError> {
     use datafusion::parquet::basic::Compression;
     use datafusion::parquet::file::properties::WriterProperties;
     use datafusion::parquet::schema::types::ColumnPath;
@@ -97,71 +203,111 @@ fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<(), OfflineError> {
     result
 }
 
-/// Writes `batch` to `tmp` one row group at a time, each row group's columns encoded
-/// on every core at once; errors name `target`, the file the user asked for.
+/// Row groups being encoded at once: the next one is under way while one is
+/// appended, and memory holds at most this many row groups' pages.
+const GROUPS_IN_FLIGHT: usize = 2;
+
+/// One column chunk to encode: row group, field, and the field's column writers
+/// (one per Parquet leaf: one for a flat column).
+type Task = (usize, usize, Vec<datafusion::parquet::arrow::arrow_writer::ArrowColumnWriter>);
+type Encoded = (usize, usize, Vec<datafusion::parquet::arrow::arrow_writer::ArrowColumnChunk>);
+
+/// Writes `batch` to `tmp` row group by row group. A worker per core takes column
+/// chunks from a queue (the costliest columns first), puts them in row order and
+/// encodes them, so no core waits at the end of a row group; this thread appends
+/// each row group as soon as all its columns are done. Errors name `target`, the
+/// file the user asked for.
 fn write_row_groups(
-    batch: &RecordBatch,
+    batch: &TrainingSet,
     tmp: &Path,
     target: &Path,
     props: datafusion::parquet::file::properties::WriterProperties,
 ) -> Result<(), OfflineError> {
-    use datafusion::parquet::arrow::arrow_writer::{
-        compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn,
-    };
+    use datafusion::parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk};
     use datafusion::parquet::arrow::ArrowWriter;
+    use std::sync::{mpsc, Mutex};
     let io =
         |e: &dyn std::fmt::Display| OfflineError::Io { path: target.display().to_string(), message: e.to_string() };
     let file = std::fs::File::create(tmp).map_err(|e| io(&e))?;
-    let schema = batch.schema();
+    let schema = &batch.schema();
     let writer =
         ArrowWriter::try_new(std::io::BufWriter::new(file), schema.clone(), Some(props)).map_err(|e| io(&e))?;
     let (mut writer, factory) = writer.into_serialized_writer().map_err(|e| io(&e))?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(schema.fields().len()).max(1);
-    let mut offset = 0;
-    let mut group = 0;
-    while offset < batch.num_rows() {
-        let rows = batch.slice(offset, FRAME_ROW_GROUP.min(batch.num_rows() - offset));
-        // Each field's column writers (one per Parquet leaf: one for a flat column).
-        let mut writers = factory.create_column_writers(group).map_err(|e| io(&e))?.into_iter();
-        let mut fields: Vec<Option<(Vec<ArrowLeafColumn>, Vec<ArrowColumnWriter>)>> = Vec::new();
-        for (f, array) in schema.fields().iter().zip(rows.columns()) {
-            let leaves = compute_leaves(f, array).map_err(|e| io(&e))?;
-            let mine: Vec<_> = writers.by_ref().take(leaves.len()).collect();
-            fields.push(Some((leaves, mine)));
+    let rows = batch.num_rows();
+    let groups = rows.div_ceil(FRAME_ROW_GROUP);
+    let fields = schema.fields().len();
+    // How many leaves each field has (an empty piece of the column tells).
+    let leaves: Vec<usize> = (0..fields)
+        .map(|i| Ok(compute_leaves(&schema.fields()[i], &batch.column(i, 0, 0)?).map_err(|e| io(&e))?.len()))
+        .collect::<Result<_, OfflineError>>()?;
+    // Strings and nested columns cost the most to gather and encode: queued first.
+    let mut by_cost: Vec<usize> = (0..fields).collect();
+    by_cost.sort_by_key(|i| schema.fields()[*i].data_type().is_primitive());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(fields * groups).max(1);
+
+    let encode = |(group, i, writers): Task| -> Result<Encoded, OfflineError> {
+        let offset = group * FRAME_ROW_GROUP;
+        let array = batch.column(i, offset, FRAME_ROW_GROUP.min(rows - offset))?;
+        let leaves = compute_leaves(&schema.fields()[i], &array).map_err(|e| io(&e))?;
+        drop(array);
+        let mut chunks = Vec::with_capacity(writers.len());
+        for (leaf, mut w) in leaves.iter().zip(writers) {
+            w.write(leaf).map_err(|e| io(&e))?;
+            chunks.push(w.close().map_err(|e| io(&e))?);
         }
-        // Thread t encodes fields t, t + threads, …
-        let chunks: Vec<Vec<(usize, Vec<ArrowColumnChunk>)>> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<_> =
-                        (t..fields.len()).step_by(threads).map(|i| (i, fields[i].take().expect("once"))).collect();
-                    s.spawn(move || {
-                        mine.into_iter()
-                            .map(|(i, (leaves, writers))| {
-                                let mut chunks = Vec::with_capacity(writers.len());
-                                for (leaf, mut w) in leaves.iter().zip(writers) {
-                                    w.write(leaf)?;
-                                    chunks.push(w.close()?);
-                                }
-                                Ok((i, chunks))
-                            })
-                            .collect::<Result<Vec<_>, datafusion::parquet::errors::ParquetError>>()
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().expect("a column encoder panicked")).collect::<Result<_, _>>()
-        })
-        .map_err(|e| io(&e))?;
-        let mut chunks: Vec<_> = chunks.into_iter().flatten().collect();
-        chunks.sort_by_key(|(i, _)| *i);
-        let mut row_group = writer.next_row_group().map_err(|e| io(&e))?;
-        for chunk in chunks.into_iter().flat_map(|(_, c)| c) {
-            chunk.append_to_row_group(&mut row_group).map_err(|e| io(&e))?;
+        Ok((group, i, chunks))
+    };
+    let (task_tx, task_rx) = mpsc::channel::<Task>();
+    let task_rx = Mutex::new(task_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Result<Encoded, OfflineError>>();
+    std::thread::scope(|s| -> Result<(), OfflineError> {
+        for _ in 0..threads {
+            let (task_rx, done_tx, encode) = (&task_rx, done_tx.clone(), &encode);
+            let worker = move || loop {
+                let task = task_rx.lock().expect("no worker panics holding it").recv();
+                let Ok(task) = task else { return };
+                if done_tx.send(encode(task)).is_err() {
+                    return;
+                }
+            };
+            std::thread::Builder::new()
+                .name("frame-writer".into())
+                .spawn_scoped(s, worker)
+                .map_err(|e| OfflineError::Backend(format!("cannot start a column encoder: {e}")))?;
         }
-        row_group.close().map_err(|e| io(&e))?;
-        offset += rows.num_rows();
-        group += 1;
-    }
+        drop(done_tx);
+        // Moved in, so that leaving (done or failed) drops it, which stops the workers.
+        let task_tx = task_tx;
+        let mut done: Vec<Vec<Option<Vec<ArrowColumnChunk>>>> = Vec::new();
+        let (mut queued, mut written) = (0, 0);
+        while written < groups {
+            while queued < groups && queued < written + GROUPS_IN_FLIGHT {
+                let mut writers: Vec<Option<_>> = Vec::new();
+                let mut all = factory.create_column_writers(queued).map_err(|e| io(&e))?.into_iter();
+                for n in &leaves {
+                    writers.push(Some(all.by_ref().take(*n).collect::<Vec<_>>()));
+                }
+                for i in &by_cost {
+                    let task = (queued, *i, writers[*i].take().expect("once"));
+                    task_tx.send(task).map_err(|_| OfflineError::Backend("a column encoder stopped".into()))?;
+                }
+                done.push((0..fields).map(|_| None).collect());
+                queued += 1;
+            }
+            let (group, i, chunks) =
+                done_rx.recv().map_err(|_| OfflineError::Backend("a column encoder stopped".into()))??;
+            done[group][i] = Some(chunks);
+            while written < groups && done[written].iter().all(Option::is_some) {
+                let mut row_group = writer.next_row_group().map_err(|e| io(&e))?;
+                for chunk in std::mem::take(&mut done[written]).into_iter().flatten().flatten() {
+                    chunk.append_to_row_group(&mut row_group).map_err(|e| io(&e))?;
+                }
+                row_group.close().map_err(|e| io(&e))?;
+                written += 1;
+            }
+        }
+        Ok(())
+    })?;
     writer.close().map_err(|e| io(&e))?;
     Ok(())
 }
@@ -187,6 +333,61 @@ mod tests {
         let labels = frame.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(labels.len(), n);
         assert!(labels.values().iter().enumerate().all(|(i, v)| *v == i as i64), "rows out of order");
+    }
+
+    /// A training set's features are put in row order row group by row group: what
+    /// is written (Parquet and CSV) and `into_batch` equal the values looked up one
+    /// row at a time, nulls (no match, or nothing matched at all) included.
+    #[tokio::test]
+    async fn training_sets_come_out_in_row_order() {
+        use datafusion::arrow::array::{Float64Array, StringArray};
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let n = FRAME_ROW_GROUP * 2 + 5;
+        let values = Float64Array::from_iter((0..1000).map(|v: i32| (v % 7 != 0).then_some(v as f64 / 2.0)));
+        let names = StringArray::from_iter_values((0..1000).map(|v| format!("n{v}")));
+        // Row r takes value (r * 7919) % 1000, except every 13th row (no match).
+        let slot = |r: usize| (!r.is_multiple_of(13)).then_some(((r * 7919) % 1000) as u32);
+        let slots = Arc::new(UInt32Array::from_iter((0..n).map(slot)));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("none", DataType::Int64, true),
+        ]));
+        let set = TrainingSet::new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..n as i64))],
+            vec![Some((Arc::new(values.clone()), slots.clone())), Some((Arc::new(names.clone()), slots)), None],
+            n,
+        )
+        .unwrap();
+        let want = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(Float64Array::from_iter(
+                    (0..n).map(|r| slot(r).and_then(|s| values.is_valid(s as usize).then(|| values.value(s as usize)))),
+                )),
+                Arc::new(StringArray::from_iter((0..n).map(|r| slot(r).map(|s| names.value(s as usize))))),
+                Arc::new(Int64Array::new_null(n)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(set.clone().into_batch().unwrap(), want);
+
+        let dir = tempfile::tempdir().unwrap();
+        let w = Warehouse::new(1);
+        for file in ["set.parquet", "set.csv"] {
+            let path = dir.path().join(file);
+            write_frame(&w, set.clone(), &path).await.unwrap();
+            let back = read_frame(&path).await.unwrap();
+            assert_eq!(back.num_rows(), n, "{file}");
+            for (i, column) in want.columns().iter().enumerate().take(3) {
+                let got = datafusion::arrow::compute::cast(back.column(i), column.data_type()).unwrap();
+                assert_eq!(&got, column, "{file}: column {i}");
+            }
+            assert_eq!(back.column(3).logical_null_count(), n, "{file}: the column no row matched");
+        }
     }
 
     /// A frame larger than a row group (with a nested column) is written in several

@@ -7,14 +7,15 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    make_array, new_null_array, Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+    make_array, new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, concat, kernels::aggregate, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::compute::{cast, concat, filter_record_batch, kernels::aggregate, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, UInt32Type};
 use datafusion::prelude::{ident, lit, ParquetReadOptions};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
+use crate::frames::TrainingSet;
 use crate::store::BatchStream;
 use crate::{OfflineError, Warehouse};
 
@@ -86,7 +87,7 @@ pub async fn get_historical_features(
     timestamp_column: &str,
     views: &[ViewSpec],
     full_feature_names: bool,
-) -> Result<RecordBatch, OfflineError> {
+) -> Result<TrainingSet, OfflineError> {
     let schema = entities.schema();
     let names = output_names(&schema, views, full_feature_names)?;
     let ts_idx = schema
@@ -121,13 +122,56 @@ pub async fn get_historical_features(
     fields[ts_idx] = Field::new(timestamp_column, utc_micros(), true);
     columns[ts_idx] = Arc::new(entity_ts.clone());
     let mut name = names.into_iter();
-    for cols in joined {
-        for c in cols {
-            fields.push(Field::new(name.next().expect("a name per feature"), c.data_type().clone(), true));
-            columns.push(c);
+    let mut features = Vec::new();
+    for view in joined {
+        for (values, t) in view.values.into_iter().zip(view.types) {
+            fields.push(Field::new(name.next().expect("a name per feature"), t, true));
+            features.push(values.map(|v| (v, view.slot.clone())));
         }
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    TrainingSet::new(Arc::new(Schema::new(fields)), columns, features, entities.num_rows())
+}
+
+/// One view's part of a training set: each feature's winning values (each winning
+/// row once, in table order; `None`: no entity row matched) and, per entity row,
+/// its position in them.
+struct Joined {
+    values: Vec<Option<ArrayRef>>,
+    types: Vec<DataType>,
+    slot: Arc<UInt32Array>,
+}
+
+impl Joined {
+    /// The parts of a join run part by part: `rows`, the entity rows each part
+    /// answered (indices into all `n` of them).
+    fn combine(pieces: Vec<(UInt32Array, Joined)>, n: usize, types: &[DataType]) -> Result<Joined, OfflineError> {
+        let mut slot: Vec<Option<u32>> = vec![None; n];
+        let mut values: Vec<Vec<ArrayRef>> = vec![Vec::new(); types.len()];
+        let mut offset = 0u32;
+        for (rows, joined) in pieces {
+            let Some(Some(first)) = joined.values.first() else { continue };
+            let len = first.len() as u32;
+            for (all, v) in values.iter_mut().zip(joined.values) {
+                all.push(v.ok_or_else(|| OfflineError::Backend("a joined part lacks a feature".into()))?);
+            }
+            for (e, s) in rows.values().iter().zip(joined.slot.iter()) {
+                slot[*e as usize] = s.map(|s| offset + s);
+            }
+            offset += len;
+        }
+        if offset == 0 {
+            return Ok(Joined::unmatched(types, n));
+        }
+        let values = values
+            .iter()
+            .map(|parts| Ok(Some(concat(&parts.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?)))
+            .collect::<Result<_, OfflineError>>()?;
+        Ok(Joined { values, types: types.to_vec(), slot: Arc::new(UInt32Array::from(slot)) })
+    }
+
+    fn unmatched(types: &[DataType], rows: usize) -> Joined {
+        Joined { values: vec![None; types.len()], types: types.to_vec(), slot: Arc::new(UInt32Array::new_null(rows)) }
+    }
 }
 
 async fn join_view(
@@ -136,9 +180,8 @@ async fn join_view(
     entity_ts: &TimestampMicrosecondArray,
     bounds: (Option<i64>, Option<i64>),
     v: &ViewSpec,
-) -> Result<Vec<ArrayRef>, OfflineError> {
+) -> Result<Joined, OfflineError> {
     let timings = std::env::var_os("AMORA_TIMINGS").is_some();
-    let t0 = std::time::Instant::now();
     let ttl_micros = i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
     let window = match bounds {
         (Some(lo), Some(hi)) => (if v.ttl_seconds > 0 { lo.saturating_sub(ttl_micros) } else { i64::MIN }, hi),
@@ -159,19 +202,60 @@ async fn join_view(
         }
     }
     if entities.num_rows() == 0 {
-        return Ok(source.feature_types.iter().map(|t| new_null_array(t, 0)).collect());
+        return Ok(Joined::unmatched(&source.feature_types, 0));
     }
+    let entity_keys: Vec<ArrayRef> = v
+        .join_keys
+        .iter()
+        .zip(&source.key_types)
+        .map(|(k, t)| cast(entities.column_by_name(k).expect("checked"), t))
+        .collect::<Result<_, _>>()?;
+    let parts = source.parts(v, window, warehouse.join_memory())?;
+    if parts == 1 {
+        return join_part(&source, v, window, &entity_keys, entity_ts, None).await;
+    }
+    // More keys than the memory budget holds: the join runs part by part, each
+    // part the entity rows and feature rows whose keys hash to it.
+    if timings {
+        eprintln!("timing: view {}: joined in {parts} parts by key", v.name);
+    }
+    let entity_part = crate::pit::part_of(&entity_keys, parts)?;
+    let mut pieces = Vec::with_capacity(parts);
+    for p in 0..parts {
+        let rows = UInt32Array::from_iter_values(
+            entity_part.iter().enumerate().filter(|(_, q)| **q as usize == p).map(|(i, _)| i as u32),
+        );
+        let keys: Vec<ArrayRef> = entity_keys.iter().map(|k| take(k, &rows, None)).collect::<Result<_, _>>()?;
+        let ts = take(entity_ts, &rows, None)?;
+        let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("taken from timestamps");
+        let joined = join_part(&source, v, window, &keys, ts, Some((p, parts))).await?;
+        pieces.push((rows, joined));
+    }
+    Joined::combine(pieces, entities.num_rows(), &source.feature_types)
+}
+
+/// The join of one view for the given entity rows (keys already of the table's
+/// types), over the feature rows of key part `part` (`(p, parts)`), or all of them.
+async fn join_part(
+    source: &ViewRows,
+    v: &ViewSpec,
+    window: (i64, i64),
+    entity_keys: &[ArrayRef],
+    entity_ts: &TimestampMicrosecondArray,
+    part: Option<(usize, usize)>,
+) -> Result<Joined, OfflineError> {
+    let timings = std::env::var_os("AMORA_TIMINGS").is_some();
+    let t0 = std::time::Instant::now();
     // Pass 1: join keys and timestamps only.
-    let key_parts = source.keys(v, window).await?;
+    let key_parts = source.keys(v, window, part).await?;
     let counts: Vec<usize> = key_parts.iter().map(|p| p.iter().map(RecordBatch::num_rows).sum()).collect();
     let rows: usize = counts.iter().sum();
     if timings {
         eprintln!("timing: view {}: read {rows} key rows in {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     let t0 = std::time::Instant::now();
-    if rows == 0 {
-        let n = entities.num_rows();
-        return Ok(source.feature_types.iter().map(|t| new_null_array(t, n)).collect());
+    if rows == 0 || entity_ts.is_empty() {
+        return Ok(Joined::unmatched(&source.feature_types, entity_ts.len()));
     }
     let batches: Vec<&RecordBatch> = key_parts.iter().flatten().collect();
     let column = |name: &str| -> Result<ArrayRef, OfflineError> {
@@ -186,9 +270,11 @@ async fn join_view(
         })
     };
     let feature_keys: Vec<ArrayRef> = v.join_keys.iter().map(|k| column(k)).collect::<Result<_, _>>()?;
-    let mut entity_keys = Vec::new();
-    for (k, fk) in v.join_keys.iter().zip(&feature_keys) {
-        entity_keys.push(cast(entities.column_by_name(k).expect("checked"), fk.data_type())?);
+    let mut entity_keys = entity_keys.to_vec();
+    for (ek, fk) in entity_keys.iter_mut().zip(&feature_keys) {
+        if ek.data_type() != fk.data_type() {
+            *ek = cast(ek, fk.data_type())?;
+        }
     }
     let ts = to_utc_micros(&column(&v.event_timestamp)?, &format!("`{}` of view `{}`", v.event_timestamp, v.name))?;
     let created = match &v.created_timestamp {
@@ -197,6 +283,7 @@ async fn join_view(
     };
     drop(batches);
     drop(key_parts);
+    let ttl_micros = i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
     let ttl = (v.ttl_seconds > 0).then_some(ttl_micros);
     let entity_ts = entity_ts.clone();
     let idx = tokio::task::spawn_blocking(move || {
@@ -209,11 +296,31 @@ async fn join_view(
     }
     // Pass 2: the feature columns, streamed; only the winning rows are kept.
     let t0 = std::time::Instant::now();
-    let out = source.gather(v, window, &idx, &counts).await?;
+    let out = source.gather(v, window, &idx, &counts, part).await?;
     if timings {
         eprintln!("timing: view {}: read and gather features {:.3}s", v.name, t0.elapsed().as_secs_f64());
     }
     Ok(out)
+}
+
+/// A stream's batches cut to the rows whose join keys fall in part `(p, parts)`.
+fn only_part(stream: BatchStream, v: &ViewSpec, part: Option<(usize, usize)>) -> BatchStream {
+    let Some((p, parts)) = part else { return stream };
+    let keys = v.join_keys.clone();
+    let name = v.name.clone();
+    stream
+        .map(move |batch| {
+            let batch = batch?;
+            let columns: Vec<ArrayRef> =
+                keys.iter()
+                    .map(|k| batch.column_by_name(k).cloned())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| user(format!("feature view `{name}`: a batch of its table has no join key")))?;
+            let keep: BooleanArray =
+                crate::pit::part_of(&columns, parts)?.iter().map(|q| Some(*q as usize == p)).collect();
+            Ok(filter_record_batch(&batch, &keep)?)
+        })
+        .boxed()
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -288,55 +395,94 @@ impl ViewRows {
         Ok(ViewRows { kind, key_types: types(&v.join_keys), feature_types: types(&v.features) })
     }
 
-    fn spec(v: &ViewSpec, keys: bool) -> crate::ScanSpec {
+    /// What pass 1 (`keys`) or pass 2 reads; pass 2 reads the join keys too when
+    /// the join runs in parts (`partitioned`), to keep only its part's rows.
+    fn spec(v: &ViewSpec, keys: bool, partitioned: bool) -> crate::ScanSpec {
         crate::ScanSpec {
             view: v.name.clone(),
             location: v.location.clone(),
-            join_keys: if keys { v.join_keys.clone() } else { Vec::new() },
+            join_keys: if keys || partitioned { v.join_keys.clone() } else { Vec::new() },
             event_timestamp: v.event_timestamp.clone(),
             created_timestamp: if keys { v.created_timestamp.clone() } else { None },
             features: if keys { Vec::new() } else { v.features.clone() },
         }
     }
 
-    /// Pass 1: the rows' keys and timestamps, as the batches of each scan stream.
-    async fn keys(&self, v: &ViewSpec, window: (i64, i64)) -> Result<Vec<Vec<RecordBatch>>, OfflineError> {
+    /// In how many parts the join must run for one part's keys and timestamps to
+    /// fit in `budget` bytes (a table already in memory: one).
+    fn parts(&self, v: &ViewSpec, window: (i64, i64), budget: usize) -> Result<usize, OfflineError> {
+        match &self.kind {
+            RowsKind::Local(files) => {
+                let rows = crate::scan::rows_in_window(files, &Self::spec(v, true, false), window)?;
+                // A row's key, timestamps and the match's bookkeeping.
+                let per_row = 48 + 16 * v.join_keys.len();
+                Ok(rows.saturating_mul(per_row).div_ceil(budget.max(1)).max(1))
+            }
+            RowsKind::Loaded(_) => Ok(1),
+        }
+    }
+
+    /// Pass 1: the rows' keys and timestamps (of key part `part` only, when given),
+    /// as the batches of each scan stream.
+    async fn keys(
+        &self,
+        v: &ViewSpec,
+        window: (i64, i64),
+        part: Option<(usize, usize)>,
+    ) -> Result<Vec<Vec<RecordBatch>>, OfflineError> {
         use futures::TryStreamExt;
         match &self.kind {
             RowsKind::Local(files) => {
-                let streams = crate::scan::scan_files(files.clone(), &Self::spec(v, true), window)?;
-                futures::future::try_join_all(streams.into_iter().map(|s| s.try_collect::<Vec<_>>())).await
+                let streams = crate::scan::scan_files(files.clone(), &Self::spec(v, true, false), window)?;
+                futures::future::try_join_all(
+                    streams.into_iter().map(|s| only_part(s, v, part).try_collect::<Vec<_>>()),
+                )
+                .await
             }
             RowsKind::Loaded(batches) => Ok(vec![batches.lock().expect("not poisoned").clone()]),
         }
     }
 
-    /// Pass 2: each feature column at the indices `idx` (into the rows in pass 1's
-    /// order; null: no match). `counts`: pass 1's rows per stream, which the second
-    /// scan must reproduce.
+    /// Pass 2: the feature values of the rows `idx` names (indices into the rows in
+    /// pass 1's order; null: no match). `counts`: pass 1's rows per stream, which the
+    /// second scan must reproduce.
     async fn gather(
         &self,
         v: &ViewSpec,
         window: (i64, i64),
         idx: &UInt32Array,
         counts: &[usize],
-    ) -> Result<Vec<ArrayRef>, OfflineError> {
-        // The matched entity rows sorted by the row they take: `sources` ascending,
-        // and `slot[e]` = the position of entity row e in that order.
-        let mut pairs: Vec<(u32, u32)> = idx.iter().enumerate().filter_map(|(e, g)| g.map(|g| (g, e as u32))).collect();
-        pairs.sort_unstable();
-        let mut slot = vec![None; idx.len()];
-        for (k, (_, e)) in pairs.iter().enumerate() {
-            slot[*e as usize] = Some(k as u32);
+        part: Option<(usize, usize)>,
+    ) -> Result<Joined, OfflineError> {
+        // The distinct rows taken, ascending (`sources`), and each entity row's
+        // position among them (`slot`): O(E + F), no sort.
+        let total: usize = counts.iter().sum();
+        const UNUSED: u32 = u32::MAX;
+        let mut rank = vec![UNUSED; total];
+        for g in idx.iter().flatten() {
+            *rank.get_mut(g as usize).ok_or_else(|| changed(v))? = 0;
         }
-        let slot = UInt32Array::from(slot);
-        let sources: Arc<Vec<u32>> = Arc::new(pairs.into_iter().map(|(g, _)| g).collect());
+        let mut sources = Vec::new();
+        for (g, r) in rank.iter_mut().enumerate() {
+            if *r != UNUSED {
+                *r = sources.len() as u32;
+                sources.push(g as u32);
+            }
+        }
         if sources.is_empty() {
             // No entity row matched: no feature needs reading.
-            return Ok(self.feature_types.iter().map(|t| new_null_array(t, idx.len())).collect());
+            return Ok(Joined::unmatched(&self.feature_types, idx.len()));
         }
+        let slot = Arc::new(idx.unary::<_, UInt32Type>(|g| rank.get(g as usize).copied().unwrap_or(0)));
+        drop(rank);
+        let sources = Arc::new(sources);
         let streams: Vec<BatchStream> = match &self.kind {
-            RowsKind::Local(files) => crate::scan::scan_files(files.clone(), &Self::spec(v, false), window)?,
+            RowsKind::Local(files) => {
+                crate::scan::scan_files(files.clone(), &Self::spec(v, false, part.is_some()), window)?
+                    .into_iter()
+                    .map(|s| only_part(s, v, part))
+                    .collect()
+            }
             RowsKind::Loaded(batches) => {
                 let batches = std::mem::take(&mut *batches.lock().expect("not poisoned"));
                 vec![futures::stream::iter(batches.into_iter().map(Ok)).boxed()]
@@ -365,8 +511,8 @@ impl ViewRows {
                 all.extend(mine);
             }
         }
-        // Sorted by source row, then put in entity order, one column at a time.
-        let mut out = Vec::with_capacity(pieces.len());
+        // Each feature's winners, in table order.
+        let mut values = Vec::with_capacity(pieces.len());
         for (column, t) in pieces.iter_mut().zip(self.feature_types.iter()) {
             let column = std::mem::take(column);
             let sorted = match column.as_slice() {
@@ -374,13 +520,12 @@ impl ViewRows {
                 [one] => one.clone(),
                 _ => concat(&column.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?,
             };
-            drop(column);
             if sorted.len() != sources.len() {
                 return Err(changed(v));
             }
-            out.push(take(sorted.as_ref(), &slot, None)?);
+            values.push(Some(sorted));
         }
-        Ok(out)
+        Ok(Joined { values, types: self.feature_types.clone(), slot })
     }
 }
 

@@ -132,6 +132,42 @@ impl Keys {
     }
 }
 
+/// The part (`0..parts`) of each row's join keys: a hash of the keys, the same for
+/// equal keys whatever their integer width or string layout. Null keys fall anywhere.
+pub fn part_of(keys: &[ArrayRef], parts: usize) -> Result<Vec<u32>, ArrowError> {
+    use datafusion::arrow::compute::cast;
+    let n = keys.first().map_or(0, |k| k.len());
+    let keys: Vec<ArrayRef> = keys
+        .iter()
+        .map(|k| match k.data_type() {
+            t if t.is_integer() => cast(k, &DataType::Int64),
+            DataType::LargeUtf8 | DataType::Utf8View => cast(k, &DataType::Utf8),
+            _ => Ok(k.clone()),
+        })
+        .collect::<Result<_, _>>()?;
+    let reduce = |h: u64| ((u128::from(h) * parts as u128) >> 64) as u32;
+    if let Some(k) = single_int64(&keys) {
+        return Ok(k
+            .values()
+            .iter()
+            .map(|v| {
+                let mut h = FxHasher::default();
+                h.write_i64(*v);
+                reduce(h.finish())
+            })
+            .collect());
+    }
+    let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())?;
+    let rows = conv.convert_columns(&keys)?;
+    Ok((0..n)
+        .map(|i| {
+            let mut h = FxHasher::default();
+            h.write(rows.row(i).as_ref());
+            reduce(h.finish())
+        })
+        .collect())
+}
+
 /// A counting sort of rows by key id: `ids` gives each row's id in `0..n_keys`, or
 /// `None` to leave the row out. Returns `starts` (rows of id `k` are
 /// `order[starts[k]..starts[k + 1]]`) and `order` (row numbers, in row order
@@ -174,45 +210,69 @@ pub fn asof_indices(
         ids.iter().enumerate().map(|(row, id)| (*id != u32::MAX && feature_ts.is_valid(row)).then_some(*id)),
     );
     let ts = feature_ts.values();
+    // Each bucket's timestamps side by side (gathered once, in one pass), so that
+    // sorting a bucket and binary-searching it read one or two cache lines instead
+    // of a row's timestamp per step.
+    let mut bucket_ts: Vec<i64> = order.iter().map(|r| ts[*r as usize]).collect();
     let created = |r: u32| feature_created.and_then(|c| c.is_valid(r as usize).then(|| c.value(r as usize)));
+    let mut scratch: Vec<(i64, Option<i64>, u32)> = Vec::new();
     for w in starts.windows(2) {
-        let bucket = &mut order[w[0] as usize..w[1] as usize];
-        if bucket.len() > 1 {
-            // Rows are already in table order within a bucket; a stable sort keeps it for exact ties.
-            bucket.sort_by(|a, b| ts[*a as usize].cmp(&ts[*b as usize]).then_with(|| created(*a).cmp(&created(*b))));
+        let (lo, hi) = (w[0] as usize, w[1] as usize);
+        let bts = &mut bucket_ts[lo..hi];
+        let sorted = bts.windows(2).all(|p| p[0] < p[1]);
+        if sorted {
+            continue;
+        }
+        // Rows are in table order within a bucket; a stable sort keeps it for exact ties.
+        let rows = &mut order[lo..hi];
+        scratch.clear();
+        scratch.extend(bts.iter().zip(rows.iter()).map(|(t, r)| (*t, created(*r), *r)));
+        scratch.sort_by_key(|(t, c, _)| (*t, *c));
+        for ((t, _, r), (bt, row)) in scratch.iter().zip(bts.iter_mut().zip(rows.iter_mut())) {
+            (*bt, *row) = (*t, *r);
         }
     }
 
-    // Each bucket's timestamps side by side, so a binary search reads one or two
-    // cache lines instead of a row's timestamp per step.
-    let bucket_ts: Vec<i64> = order.iter().map(|r| ts[*r as usize]).collect();
-
-    // Entity rows grouped by key id (a counting sort), so that buckets are visited in
-    // memory order rather than at random: the match is then a streaming pass.
+    // Entity rows grouped by key id (a counting sort), with their timestamps laid
+    // out in that order, so that the match is a streaming pass over both sides.
     let entity_ids = keys.lookup(entity_keys)?;
     let ets = entity_ts;
     let n = entity_ids.len();
-    let (_, entity_order) =
+    let (entity_starts, entity_order) =
         group_by_key(n_keys, entity_ids.iter().enumerate().map(|(i, id)| id.filter(|_| ets.is_valid(i))));
+    drop(entity_ids);
+    let grouped_ts: Vec<i64> = entity_order.iter().map(|i| ets.value(*i as usize)).collect();
     let m = entity_order.len();
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(m / 50_000 + 1);
-    let chunk = m.div_ceil(threads.max(1)).max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(m / 50_000 + 1).max(1);
+    // Key ids split in ranges of about the same number of entity rows, one per thread.
+    let mut bounds: Vec<usize> = (1..threads)
+        .map(|t| entity_starts.partition_point(|s| (*s as usize) < m * t / threads).min(n_keys as usize))
+        .collect();
+    bounds.insert(0, 0);
+    bounds.push(n_keys as usize);
     // The winner of each entity row in `entity_order`, u32::MAX for none.
     let mut winners = vec![u32::MAX; m];
     std::thread::scope(|scope| {
-        for (rows, slots) in entity_order.chunks(chunk).zip(winners.chunks_mut(chunk)) {
-            let (entity_ids, order, starts, bucket_ts) = (&entity_ids, &order, &starts, &bucket_ts);
+        let mut rest = winners.as_mut_slice();
+        for k in bounds.windows(2) {
+            let (k0, k1) = (k[0], k[1]);
+            let (p0, p1) = (entity_starts[k0] as usize, entity_starts[k1] as usize);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(p1 - p0);
+            rest = tail;
+            let (order, starts, bucket_ts, entity_starts, grouped_ts) =
+                (&order, &starts, &bucket_ts, &entity_starts, &grouped_ts);
             scope.spawn(move || {
-                for (i, slot) in rows.iter().zip(slots.iter_mut()) {
-                    let i = *i as usize;
-                    let id = entity_ids[i].expect("grouped rows have a key") as usize;
-                    let t = ets.value(i);
-                    let (lo, hi) = (starts[id] as usize, starts[id + 1] as usize);
-                    let p = bucket_ts[lo..hi].partition_point(|ft| *ft <= t);
-                    if p == 0 || ttl_micros.is_some_and(|ttl| bucket_ts[lo + p - 1] < t.saturating_sub(ttl)) {
-                        continue;
+                for key in k0..k1 {
+                    let (lo, hi) = (starts[key] as usize, starts[key + 1] as usize);
+                    let bts = &bucket_ts[lo..hi];
+                    for p in entity_starts[key] as usize..entity_starts[key + 1] as usize {
+                        let t = grouped_ts[p];
+                        let q = bts.partition_point(|ft| *ft <= t);
+                        if q == 0 || ttl_micros.is_some_and(|ttl| bts[q - 1] < t.saturating_sub(ttl)) {
+                            continue;
+                        }
+                        mine[p - p0] = order[lo + q - 1];
                     }
-                    *slot = order[lo + p - 1];
                 }
             });
         }
@@ -231,6 +291,32 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::StringArray;
     use std::sync::Arc;
+
+    /// Equal keys fall in the same part whatever their integer width or string
+    /// layout; parts are in range and about even.
+    #[test]
+    fn parts_follow_the_keys_not_their_types() {
+        use datafusion::arrow::array::{Int32Array, LargeStringArray, StringViewArray};
+        let n = 10_000;
+        let wide: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
+        let narrow: ArrayRef = Arc::new(Int32Array::from_iter_values(0..n as i32));
+        let parts = part_of(&[wide], 7).unwrap();
+        assert_eq!(parts, part_of(&[narrow], 7).unwrap());
+        let mut counts = [0usize; 7];
+        parts.iter().for_each(|p| counts[*p as usize] += 1);
+        assert!(counts.iter().all(|c| *c > 1_000 && *c < 2_000), "{counts:?}");
+
+        let names = |i: i64| format!("user {i}");
+        let plain: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(names)));
+        let view: ArrayRef = Arc::new(StringViewArray::from_iter_values((0..n).map(names)));
+        let large: ArrayRef = Arc::new(LargeStringArray::from_iter_values((0..n).map(names)));
+        let two = |k: ArrayRef| part_of(&[k, Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef], 5).unwrap();
+        let parts = two(plain);
+        assert_eq!(parts, two(view));
+        assert_eq!(parts, two(large));
+        assert!(parts.iter().all(|p| *p < 5));
+        assert!((0..5).all(|p| parts.contains(&p)));
+    }
 
     /// The ten-line reference: for each entity row, scan every feature row.
     fn naive(

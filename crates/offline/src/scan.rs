@@ -149,6 +149,18 @@ fn read_groups(
     Ok(true)
 }
 
+/// How many rows the files' row groups that overlap the window hold (from their
+/// footers: the rows a scan reads before filtering by timestamp).
+pub fn rows_in_window(files: &[PathBuf], scan: &ScanSpec, window: (i64, i64)) -> Result<usize, OfflineError> {
+    let mut rows = 0usize;
+    for f in files {
+        let plan = plan_file(f, scan, window)?;
+        let footer = plan.meta.metadata();
+        rows += plan.groups.iter().map(|g| footer.row_group(*g).num_rows().max(0) as usize).sum::<usize>();
+    }
+    Ok(rows)
+}
+
 /// The Arrow schema of a Parquet file, from its footer.
 pub fn file_schema(path: &Path) -> Result<datafusion::arrow::datatypes::SchemaRef, OfflineError> {
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;

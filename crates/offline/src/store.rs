@@ -85,7 +85,7 @@ pub trait OfflineStore: Send + Sync {
         timestamp_column: &'a str,
         views: &'a [ViewSpec],
         full_feature_names: bool,
-    ) -> BoxFuture<'a, Result<RecordBatch, OfflineError>>;
+    ) -> BoxFuture<'a, Result<crate::frames::TrainingSet, OfflineError>>;
     /// The rows of a view's table with `start <= event_ts <= end` (microseconds),
     /// only the needed columns, as one or more streams. A store may already keep
     /// only the latest row per entity; the caller deduplicates either way.
@@ -175,7 +175,7 @@ impl OfflineStore for EmbeddedStore {
         timestamp_column: &'a str,
         views: &'a [ViewSpec],
         full_feature_names: bool,
-    ) -> BoxFuture<'a, Result<RecordBatch, OfflineError>> {
+    ) -> BoxFuture<'a, Result<crate::frames::TrainingSet, OfflineError>> {
         Box::pin(crate::historical::get_historical_features(
             &self.warehouse,
             entities,

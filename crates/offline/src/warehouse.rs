@@ -51,7 +51,11 @@ pub struct TableStats {
 #[derive(Clone)]
 pub struct Warehouse {
     ctx: SessionContext,
+    join_memory: usize,
 }
+
+/// The default memory budget of a point-in-time join's key pass, per view.
+const JOIN_MEMORY_MB: usize = 2048;
 
 fn io(path: &Path, e: impl std::fmt::Display) -> OfflineError {
     OfflineError::Io { path: path.display().to_string(), message: e.to_string() }
@@ -80,11 +84,28 @@ impl Warehouse {
         }
         // Naive timestamps are UTC.
         config.options_mut().execution.time_zone = Some("UTC".into());
-        Warehouse { ctx: SessionContext::new_with_config(config) }
+        let join_memory = std::env::var("AMORA_JOIN_MEMORY_MB")
+            .ok()
+            .and_then(|mb| mb.trim().parse::<usize>().ok())
+            .unwrap_or(JOIN_MEMORY_MB)
+            .saturating_mul(1 << 20);
+        Warehouse { ctx: SessionContext::new_with_config(config), join_memory }
     }
 
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// How much memory a point-in-time join may give one view's join keys and
+    /// timestamps (default 2 GB, or `AMORA_JOIN_MEMORY_MB`): a view whose rows in the
+    /// needed time range would need more is joined in parts, by a hash of its keys.
+    pub fn join_memory(&self) -> usize {
+        self.join_memory
+    }
+
+    pub fn with_join_memory(mut self, bytes: usize) -> Warehouse {
+        self.join_memory = bytes;
+        self
     }
 
     /// Registers a source's file (or folder) under its name. CSV columns are read

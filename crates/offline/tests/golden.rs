@@ -46,7 +46,20 @@ fn matches_feast_duckdb_store_value_by_value() {
         let entities = read_frame(&dir().join("entities.parquet")).await.unwrap();
         let expected = sorted_by_row_id(&read_frame(&dir().join("expected.parquet")).await.unwrap());
         let view = stats_view();
-        let got = get_historical_features(&w, &entities, "event_timestamp", &[view], false).await.unwrap();
+        let got = get_historical_features(&w, &entities, "event_timestamp", &[view], false)
+            .await
+            .unwrap()
+            .into_batch()
+            .unwrap();
+        // The same join in parts: a key-pass budget of a quarter of the table's.
+        let rows = read_frame(Path::new(&stats_view().location)).await.unwrap().num_rows();
+        let small = Warehouse::new(2).with_join_memory(rows * 64 / 4);
+        let parted = get_historical_features(&small, &entities, "event_timestamp", &[stats_view()], false)
+            .await
+            .unwrap()
+            .into_batch()
+            .unwrap();
+        assert_eq!(parted, got, "joined in parts by key");
         // Our output keeps the entity order; Feast's does not, so compare by row_id.
         let ids: Vec<i64> =
             got.column_by_name("row_id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
@@ -88,14 +101,19 @@ fn no_matches_and_empty_frames_still_check_the_keys() {
         let mut columns = entities.columns().to_vec();
         columns[key] = Arc::new(Int64Array::from_iter_values((0..entities.num_rows() as i64).map(|i| 1_000_000 + i)));
         let unknown = RecordBatch::try_new(entities.schema(), columns).unwrap();
-        let got = get_historical_features(&w, &unknown, "event_timestamp", &views, false).await.unwrap();
+        let got = get_historical_features(&w, &unknown, "event_timestamp", &views, false)
+            .await
+            .unwrap()
+            .into_batch()
+            .unwrap();
         assert_eq!(got.num_rows(), entities.num_rows());
         for f in ["f_float", "f_int", "f_str"] {
             assert_eq!(got.column_by_name(f).unwrap().null_count(), entities.num_rows(), "{f}");
         }
 
         let empty = entities.slice(0, 0);
-        let got = get_historical_features(&w, &empty, "event_timestamp", &views, false).await.unwrap();
+        let got =
+            get_historical_features(&w, &empty, "event_timestamp", &views, false).await.unwrap().into_batch().unwrap();
         assert_eq!(got.num_rows(), 0);
         assert!(got.column_by_name("f_str").is_some());
 
