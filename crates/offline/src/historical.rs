@@ -183,8 +183,10 @@ async fn join_view(
 ) -> Result<Joined, OfflineError> {
     let timings = std::env::var_os("AMORA_TIMINGS").is_some();
     let ttl_micros = i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+    // TTL 0: unbounded lookback.
+    let ttl = (v.ttl_seconds > 0).then_some(ttl_micros);
     let window = match bounds {
-        (Some(lo), Some(hi)) => (if v.ttl_seconds > 0 { lo.saturating_sub(ttl_micros) } else { i64::MIN }, hi),
+        (Some(lo), Some(hi)) => (ttl.map_or(i64::MIN, |t| lo.saturating_sub(t)), hi),
         _ => (i64::MIN, i64::MAX),
     };
     let source = ViewRows::open(warehouse, v, window).await?;
@@ -212,23 +214,24 @@ async fn join_view(
         .collect::<Result<_, _>>()?;
     let parts = source.parts(v, window, warehouse.join_memory())?;
     if parts == 1 {
-        return join_part(&source, v, window, &entity_keys, entity_ts, None).await;
+        return join_part(&source, v, window, ttl, &entity_keys, entity_ts, None).await;
     }
     // More keys than the memory budget holds: the join runs part by part, each
     // part the entity rows and feature rows whose keys hash to it.
     if timings {
         eprintln!("timing: view {}: joined in {parts} parts by key", v.name);
     }
+    // Entity rows grouped by part (the match's counting sort), in row order within each.
     let entity_part = crate::pit::part_of(&entity_keys, parts)?;
+    let (starts, order) = crate::pit::group_by_key(parts as u32, entity_part.iter().map(|p| Some(*p)));
+    drop(entity_part);
     let mut pieces = Vec::with_capacity(parts);
     for p in 0..parts {
-        let rows = UInt32Array::from_iter_values(
-            entity_part.iter().enumerate().filter(|(_, q)| **q as usize == p).map(|(i, _)| i as u32),
-        );
+        let rows = UInt32Array::from(order[starts[p] as usize..starts[p + 1] as usize].to_vec());
         let keys: Vec<ArrayRef> = entity_keys.iter().map(|k| take(k, &rows, None)).collect::<Result<_, _>>()?;
         let ts = take(entity_ts, &rows, None)?;
         let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("taken from timestamps");
-        let joined = join_part(&source, v, window, &keys, ts, Some((p, parts))).await?;
+        let joined = join_part(&source, v, window, ttl, &keys, ts, Some((p, parts))).await?;
         pieces.push((rows, joined));
     }
     Joined::combine(pieces, entities.num_rows(), &source.feature_types)
@@ -236,10 +239,12 @@ async fn join_view(
 
 /// The join of one view for the given entity rows (keys already of the table's
 /// types), over the feature rows of key part `part` (`(p, parts)`), or all of them.
+/// `ttl`: microseconds of lookback, `None` for unbounded.
 async fn join_part(
     source: &ViewRows,
     v: &ViewSpec,
     window: (i64, i64),
+    ttl: Option<i64>,
     entity_keys: &[ArrayRef],
     entity_ts: &TimestampMicrosecondArray,
     part: Option<(usize, usize)>,
@@ -283,8 +288,6 @@ async fn join_part(
     };
     drop(batches);
     drop(key_parts);
-    let ttl_micros = i64::try_from(v.ttl_seconds).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
-    let ttl = (v.ttl_seconds > 0).then_some(ttl_micros);
     let entity_ts = entity_ts.clone();
     let idx = tokio::task::spawn_blocking(move || {
         crate::pit::asof_indices(&entity_keys, &entity_ts, &feature_keys, &ts, created.as_ref(), ttl)

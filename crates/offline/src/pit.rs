@@ -172,7 +172,7 @@ pub fn part_of(keys: &[ArrayRef], parts: usize) -> Result<Vec<u32>, ArrowError> 
 /// `None` to leave the row out. Returns `starts` (rows of id `k` are
 /// `order[starts[k]..starts[k + 1]]`) and `order` (row numbers, in row order
 /// within each id).
-fn group_by_key(n_keys: u32, ids: impl Iterator<Item = Option<u32>> + Clone) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn group_by_key(n_keys: u32, ids: impl Iterator<Item = Option<u32>> + Clone) -> (Vec<u32>, Vec<u32>) {
     let mut starts = vec![0u32; n_keys as usize + 1];
     for id in ids.clone().flatten() {
         starts[id as usize + 1] += 1;

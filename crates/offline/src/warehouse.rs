@@ -84,11 +84,22 @@ impl Warehouse {
         }
         // Naive timestamps are UTC.
         config.options_mut().execution.time_zone = Some("UTC".into());
-        let join_memory = std::env::var("AMORA_JOIN_MEMORY_MB")
-            .ok()
-            .and_then(|mb| mb.trim().parse::<usize>().ok())
-            .unwrap_or(JOIN_MEMORY_MB)
-            .saturating_mul(1 << 20);
+        let join_memory = match std::env::var("AMORA_JOIN_MEMORY_MB") {
+            Err(_) => JOIN_MEMORY_MB,
+            Ok(mb) => match mb.trim().parse::<usize>() {
+                Ok(mb) if mb > 0 => mb,
+                _ => {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        eprintln!(
+                            "warning: AMORA_JOIN_MEMORY_MB={mb:?} is not a whole number of megabytes above 0; using {JOIN_MEMORY_MB}"
+                        )
+                    });
+                    JOIN_MEMORY_MB
+                }
+            },
+        }
+        .saturating_mul(1 << 20);
         Warehouse { ctx: SessionContext::new_with_config(config), join_memory }
     }
 
