@@ -13,7 +13,7 @@ use amora_offline::arrow::array::{
 use amora_offline::arrow::compute::{cast, concat_batches, sort_to_indices, take};
 use amora_offline::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use amora_offline::historical::ViewSpec;
-use amora_offline::store::{BatchStream, Dialect, OfflineStore, ScanSpec};
+use amora_offline::store::{BatchStream, Dialect, OfflineStore, ScanSpec, WindowScan};
 use amora_offline::{OfflineError, TableStats, Warehouse};
 use base64::Engine as _;
 use futures::future::BoxFuture;
@@ -629,7 +629,7 @@ impl OfflineStore for BigQueryStore {
         &'a self,
         scan: &'a ScanSpec,
         (start, end): (i64, i64),
-    ) -> BoxFuture<'a, Result<Vec<BatchStream>, OfflineError>> {
+    ) -> BoxFuture<'a, Result<WindowScan, OfflineError>> {
         Box::pin(async move {
             let table = self.view_table(&scan.view, &scan.location)?;
             let result = self.scratch("latest")?;
@@ -646,8 +646,9 @@ impl OfflineStore for BigQueryStore {
             let batches = self
                 .run_and_read(stmt, vec![Param::timestamp("start", start), Param::timestamp("end", end)], &result)
                 .await?;
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
             let stream: BatchStream = futures::stream::iter(batches.into_iter().map(Ok)).boxed();
-            Ok(vec![stream])
+            Ok(WindowScan { streams: vec![stream], latest: Some(rows) })
         })
     }
 }

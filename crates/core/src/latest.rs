@@ -262,28 +262,92 @@ impl Winner {
     }
 }
 
-/// The latest row per entity key among the batches offered so far.
-pub struct LatestRows {
+/// A batch's columns cast to the view's Feast types, ready to encode row by row.
+struct Prepared {
+    keys: Vec<KeyColumn>,
+    ts: TimestampMicrosecondArray,
+    created: Option<TimestampMicrosecondArray>,
+    values: Vec<ValueColumn>,
+}
+
+impl Prepared {
+    /// Row `i`'s serialized entity key (after `prefix`) into `key`; false when
+    /// the row is never served (a null key or event timestamp).
+    fn key(&self, prefix: &[u8], i: usize, key: &mut Vec<u8>) -> bool {
+        key.clear();
+        key.extend_from_slice(prefix);
+        self.ts.is_valid(i) && self.keys.iter().all(|k| k.append(i, key))
+    }
+
+    fn created(&self, i: usize) -> Option<i64> {
+        self.created.as_ref().and_then(|c| c.is_valid(i).then(|| c.value(i)))
+    }
+}
+
+/// Turns a view's rows into online write rows: the Feast-serialized entity key
+/// and each feature's serialized `feast.types.Value`.
+pub struct RowEncoder {
     view: OnlineView,
     /// Join keys sorted by name (the serialized key's order), with their types.
     sorted_keys: Vec<(String, i32)>,
     prefix: Vec<u8>,
+}
+
+impl RowEncoder {
+    pub fn new(view: &OnlineView, version: u32) -> RowEncoder {
+        let mut sorted_keys = view.join_keys.clone();
+        sorted_keys.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let names: Vec<&str> = sorted_keys.iter().map(|k| k.0.as_str()).collect();
+        RowEncoder { view: view.clone(), prefix: entity_key_prefix(&names, version), sorted_keys }
+    }
+
+    /// The batch's columns by name: join keys, event timestamp, created timestamp
+    /// when the view has one, features.
+    fn prepare(&self, batch: &RecordBatch) -> Result<Prepared, CoreError> {
+        let view = &self.view;
+        let keys =
+            self.sorted_keys.iter().map(|(k, t)| KeyColumn::new(column(batch, k)?, *t)).collect::<Result<_, _>>()?;
+        let micros = |name: &str| -> Result<TimestampMicrosecondArray, CoreError> {
+            let a = cast_to(column(batch, name)?, &utc_micros())?;
+            Ok(a.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("cast").clone())
+        };
+        let ts = micros(&view.event_timestamp)?;
+        let created = view.created_timestamp.as_deref().map(micros).transpose()?;
+        let values =
+            view.features.iter().map(|(f, t)| ValueColumn::new(column(batch, f)?, *t)).collect::<Result<_, _>>()?;
+        Ok(Prepared { keys, ts, created, values })
+    }
+
+    /// Every served row of a batch that holds at most one row per entity (a
+    /// store's latest rows), as write rows.
+    pub fn write_rows(&self, batch: &RecordBatch) -> Result<Vec<WriteRow>, CoreError> {
+        let p = self.prepare(batch)?;
+        let mut key = Vec::with_capacity(self.prefix.len() + 32 * p.keys.len());
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            if p.key(&self.prefix, i, &mut key) {
+                let values = p.values.iter().map(|c| {
+                    let mut v = Vec::new();
+                    c.encode_into(i, &mut v);
+                    v
+                });
+                out.push(WriteRow { entity_key: key.clone(), event_ts: p.ts.value(i), values: values.collect() });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The latest row per entity key among the batches offered so far.
+pub struct LatestRows {
+    encoder: RowEncoder,
     winners: HashMap<Key, Winner, FxBuild>,
     offered: u64,
 }
 
 impl LatestRows {
     pub fn new(view: &OnlineView, version: u32) -> LatestRows {
-        let mut sorted_keys = view.join_keys.clone();
-        sorted_keys.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let names: Vec<&str> = sorted_keys.iter().map(|k| k.0.as_str()).collect();
-        LatestRows {
-            view: view.clone(),
-            prefix: entity_key_prefix(&names, version),
-            sorted_keys,
-            winners: HashMap::default(),
-            offered: 0,
-        }
+        LatestRows { encoder: RowEncoder::new(view, version), winners: HashMap::default(), offered: 0 }
     }
 
     /// Rows offered so far, and distinct entities among them.
@@ -291,43 +355,25 @@ impl LatestRows {
         (self.offered, self.winners.len())
     }
 
-    /// Takes the batch's rows into account (columns by name: join keys, event
-    /// timestamp, created timestamp when the view has one, features).
+    /// Takes the batch's rows into account (columns as [`RowEncoder`] reads them).
     pub fn offer(&mut self, batch: &RecordBatch) -> Result<(), CoreError> {
-        let view = &self.view;
-        let keys: Vec<KeyColumn> =
-            self.sorted_keys.iter().map(|(k, t)| KeyColumn::new(column(batch, k)?, *t)).collect::<Result<_, _>>()?;
-        let ts = cast_to(column(batch, &view.event_timestamp)?, &utc_micros())?;
-        let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("cast");
-        let created = match &view.created_timestamp {
-            Some(c) => Some(cast_to(column(batch, c)?, &utc_micros())?),
-            None => None,
-        };
-        let created = created.as_ref().map(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("cast"));
-        let values: Vec<ValueColumn> =
-            view.features.iter().map(|(f, t)| ValueColumn::new(column(batch, f)?, *t)).collect::<Result<_, _>>()?;
-        let mut key = Vec::with_capacity(self.prefix.len() + 32 * keys.len());
-        'rows: for i in 0..batch.num_rows() {
-            if ts.is_null(i) {
-                continue;
+        let p = self.encoder.prepare(batch)?;
+        let values = &p.values;
+        let mut key = Vec::with_capacity(self.encoder.prefix.len() + 32 * p.keys.len());
+        for i in 0..batch.num_rows() {
+            if !p.key(&self.encoder.prefix, i, &mut key) {
+                continue; // a null key or timestamp is never served
             }
-            key.clear();
-            key.extend_from_slice(&self.prefix);
-            for k in &keys {
-                if !k.append(i, &mut key) {
-                    continue 'rows; // a null key is never served
-                }
-            }
-            let (t, c) = (ts.value(i), created.and_then(|c| c.is_valid(i).then(|| c.value(i))));
+            let (t, c) = (p.ts.value(i), p.created(i));
             match self.winners.get_mut(key.as_slice()) {
                 Some(w) => {
                     if (t, c) > (w.ts, w.created) {
-                        w.set(t, c, &values, i);
+                        w.set(t, c, values, i);
                     }
                 }
                 None => {
                     let mut w = Winner { ts: t, created: c, values: Vec::with_capacity(16 * values.len()) };
-                    w.set(t, c, &values, i);
+                    w.set(t, c, values, i);
                     self.winners.insert(Key::new(&key), w);
                 }
             }

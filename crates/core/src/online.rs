@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use amora_offline::OfflineStore;
-use amora_online::{OnlineStore, ViewRead};
+use amora_online::{OnlineStore, ViewRead, WriteRow};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use amora_proto::RegistryFile;
 use futures::StreamExt;
 
-use crate::latest::LatestRows;
+use crate::latest::{LatestRows, RowEncoder};
 use crate::CoreError;
 
 /// Where online values go: the store, the project, the entity-key serialization version.
@@ -78,8 +78,10 @@ fn invalid(m: String) -> CoreError {
 
 /// Writes the latest row per entity with `start <= event_ts <= end` of `view` to
 /// the online store. The offline store scans only the needed columns and the
-/// window (pushed into the Parquet reader, or into BigQuery) and this keeps one row per entity
-/// ([`LatestRows`]), so memory follows the number of entities, not the table.
+/// window (pushed into the Parquet reader, or into BigQuery) and, where it can,
+/// keeps only the latest row per entity itself; those rows are encoded and written
+/// as they arrive. Otherwise [`LatestRows`] keeps one row per entity, written when
+/// the scan ends. Either way memory follows the number of entities, not the table.
 /// Returns the rows written.
 pub async fn materialize_view(
     offline: &dyn OfflineStore,
@@ -97,58 +99,137 @@ pub async fn materialize_view(
         created_timestamp: view.created_timestamp.clone(),
         features: view.features.iter().map(|f| f.0.clone()).collect(),
     };
-    let streams = offline.scan_window(&scan, window).await?;
-    // The latest row per entity: one accumulator fed by every stream of the scan as
-    // batches arrive (the streams decode in parallel; one table of winners per view
-    // keeps memory at one encoded row per entity).
-    let mut latest = LatestRows::new(view, version);
-    let mut batches = futures::stream::select_all(streams);
-    while let Some(batch) = batches.next().await {
-        latest.offer(&batch?)?;
-    }
-    let (scanned, entities) = latest.counts();
-    let total = entities as u64;
-    on_progress(&view.name, Progress { scanned, written: 0, total });
-    // Pipelined batches, from a few writers at once (as the store prefers), each
-    // taking the next chunk of winners as it goes.
-    let names: Vec<String> = view.features.iter().map(|f| f.0.clone()).collect();
+    let found = offline.scan_window(&scan, window).await?;
     let (batch, writers) = store.write_batching();
-    let chunks = std::sync::Mutex::new(latest.into_chunks(batch.max(1)));
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let written = std::sync::atomic::AtomicU64::new(0);
-    let writers = writers.clamp(1, (entities / batch.max(1)).max(1));
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..writers)
-            .map(|_| {
-                s.spawn(|| -> Result<(), CoreError> {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    loop {
-                        if stop.load(Relaxed) {
-                            return Ok(());
-                        }
-                        let next = chunks.lock().map_err(|_| invalid("a writer panicked".into()))?.next();
-                        let Some(chunk) = next else { return Ok(()) };
-                        if let Err(e) = store.write(project, &view.name, &names, &chunk) {
-                            // The first failure stops the others from taking more batches.
-                            stop.store(true, Relaxed);
-                            return Err(CoreError::Online(e));
-                        }
-                        let done = written.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
-                        on_progress(&view.name, Progress { scanned, written: done, total });
-                    }
-                })
+    let batch = batch.max(1);
+    let names: Vec<String> = view.features.iter().map(|f| f.0.clone()).collect();
+    let sink = Sink { store, project, view: &view.name, features: &names, on_progress };
+    let mut batches = futures::stream::select_all(found.streams);
+    match found.latest {
+        // One row per entity already: encode and write as the scan yields them.
+        Some(total) => {
+            on_progress(&view.name, Progress { scanned: total, written: 0, total });
+            let encoder = RowEncoder::new(view, version);
+            let writers = writers.clamp(1, (total as usize).div_ceil(batch).max(1));
+            let mut pending: Vec<WriteRow> = Vec::new();
+            let mut done = false;
+            sink.write_all(writers, total, total, || loop {
+                if pending.len() >= batch || (done && !pending.is_empty()) {
+                    let rest = pending.split_off(batch.min(pending.len()));
+                    return Some(Ok(std::mem::replace(&mut pending, rest)));
+                }
+                if done {
+                    return None;
+                }
+                match futures::executor::block_on(batches.next()) {
+                    Some(Ok(b)) => match encoder.write_rows(&b) {
+                        Ok(rows) => pending.extend(rows),
+                        Err(e) => return Some(Err(e)),
+                    },
+                    Some(Err(e)) => return Some(Err(e.into())),
+                    None => done = true,
+                }
             })
-            .collect();
-        let mut result = Ok(());
-        for w in workers {
-            let r = w.join().unwrap_or_else(|_| Err(invalid("a writer thread panicked".into())));
-            if result.is_ok() {
-                result = r;
-            }
         }
-        result
-    })?;
-    Ok(written.into_inner())
+        // Every row in the window: keep the latest per entity, then write.
+        None => {
+            let mut latest = LatestRows::new(view, version);
+            while let Some(b) = batches.next().await {
+                latest.offer(&b?)?;
+            }
+            let (scanned, entities) = latest.counts();
+            let total = entities as u64;
+            on_progress(&view.name, Progress { scanned, written: 0, total });
+            let writers = writers.clamp(1, entities.div_ceil(batch).max(1));
+            let mut chunks = latest.into_chunks(batch);
+            sink.write_all(writers, scanned, total, || chunks.next().map(Ok))
+        }
+    }
+}
+
+/// Where a view's write rows go, and who hears of the progress.
+struct Sink<'a> {
+    store: &'a dyn OnlineStore,
+    project: &'a str,
+    view: &'a str,
+    features: &'a [String],
+    on_progress: &'a (dyn Fn(&str, Progress) + Sync),
+}
+
+impl Sink<'_> {
+    /// Writes the chunks `next` yields from `writers` threads at once (pipelined
+    /// batches, as the store prefers), while the calling thread makes the next
+    /// chunks. The first failure, of a write or of `next`, stops the rest.
+    fn write_all(
+        &self,
+        writers: usize,
+        scanned: u64,
+        total: u64,
+        mut next: impl FnMut() -> Option<Result<Vec<WriteRow>, CoreError>>,
+    ) -> Result<u64, CoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let written = std::sync::atomic::AtomicU64::new(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WriteRow>>(writers);
+        let rx = std::sync::Mutex::new(rx);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..writers)
+                .map(|_| {
+                    std::thread::Builder::new().name("online-writer".into()).spawn_scoped(
+                        s,
+                        || -> Result<(), CoreError> {
+                            // After a failure (this writer's or another's), chunks are
+                            // drained unwritten, so the maker never waits on a full channel.
+                            let mut failed = None;
+                            while let Ok(chunk) = rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ())) {
+                                if failed.is_some() || stop.load(Relaxed) {
+                                    continue;
+                                }
+                                if let Err(e) = self.store.write(self.project, self.view, self.features, &chunk) {
+                                    stop.store(true, Relaxed);
+                                    failed = Some(CoreError::Online(e));
+                                    continue;
+                                }
+                                let done = written.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
+                                (self.on_progress)(self.view, Progress { scanned, written: done, total });
+                            }
+                            failed.map_or(Ok(()), Err)
+                        },
+                    )
+                })
+                .collect();
+            if workers.iter().any(|w| w.is_err()) {
+                stop.store(true, Relaxed); // nothing would take the chunks
+            }
+            let mut result = Ok(());
+            while !stop.load(Relaxed) {
+                match next() {
+                    Some(Ok(chunk)) => {
+                        if tx.send(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        stop.store(true, Relaxed);
+                        result = Err(e);
+                    }
+                    None => break,
+                }
+            }
+            drop(tx);
+            for w in workers {
+                let r = match w {
+                    Ok(w) => w.join().unwrap_or_else(|_| Err(invalid("a writer thread panicked".into()))),
+                    Err(e) => Err(invalid(format!("cannot start a writer thread: {e}"))),
+                };
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })?;
+        Ok(written.into_inner())
+    }
 }
 
 /// One view's outcome in a [`materialize`] run.

@@ -8,6 +8,7 @@
 
 pub mod frames;
 pub mod historical;
+pub mod latest;
 pub mod pit;
 mod scan;
 pub mod store;
@@ -22,7 +23,7 @@ pub mod datafusion_prelude {
     pub use datafusion::prelude::{ident, lit, ParquetReadOptions};
     pub use datafusion::scalar::ScalarValue;
 }
-pub use store::{Dialect, EmbeddedStore, OfflineStore, ScanSpec};
+pub use store::{Dialect, EmbeddedStore, OfflineStore, ScanSpec, WindowScan};
 pub use types::{arrow_type, check_type, storage_type};
 pub use warehouse::{TableLocation, TableStats, Warehouse};
 

@@ -132,19 +132,26 @@ impl Keys {
     }
 }
 
+/// Join-key columns in one type per kind (integers as Int64, strings as Utf8,
+/// binaries as Binary), so equal keys compare and hash equal whatever their
+/// width or layout in a given file.
+pub(crate) fn canonical_keys(keys: &[ArrayRef]) -> Result<Vec<ArrayRef>, ArrowError> {
+    use datafusion::arrow::compute::cast;
+    keys.iter()
+        .map(|k| match k.data_type() {
+            t if t.is_integer() && t != &DataType::Int64 => cast(k, &DataType::Int64),
+            DataType::LargeUtf8 | DataType::Utf8View => cast(k, &DataType::Utf8),
+            DataType::LargeBinary | DataType::BinaryView => cast(k, &DataType::Binary),
+            _ => Ok(k.clone()),
+        })
+        .collect()
+}
+
 /// The part (`0..parts`) of each row's join keys: a hash of the keys, the same for
 /// equal keys whatever their integer width or string layout. Null keys fall anywhere.
 pub fn part_of(keys: &[ArrayRef], parts: usize) -> Result<Vec<u32>, ArrowError> {
-    use datafusion::arrow::compute::cast;
     let n = keys.first().map_or(0, |k| k.len());
-    let keys: Vec<ArrayRef> = keys
-        .iter()
-        .map(|k| match k.data_type() {
-            t if t.is_integer() => cast(k, &DataType::Int64),
-            DataType::LargeUtf8 | DataType::Utf8View => cast(k, &DataType::Utf8),
-            _ => Ok(k.clone()),
-        })
-        .collect::<Result<_, _>>()?;
+    let keys = canonical_keys(keys)?;
     let reduce = |h: u64| ((u128::from(h) * parts as u128) >> 64) as u32;
     if let Some(k) = single_int64(&keys) {
         return Ok(k

@@ -51,7 +51,7 @@ pub fn local_files(location: &str) -> Option<Vec<PathBuf>> {
     Some(out)
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> OfflineError {
+pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> OfflineError {
     OfflineError::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
@@ -67,15 +67,30 @@ fn in_unit(micros: i64, unit: TimeUnit) -> i64 {
 
 /// What to read of one file: the projected root columns and the row groups whose
 /// event-timestamp statistics meet the window.
-struct FilePlan {
-    path: PathBuf,
+pub(crate) struct FilePlan {
+    pub path: PathBuf,
     /// The footer, read once and shared by every thread that reads the file.
-    meta: ArrowReaderMetadata,
-    roots: Vec<usize>,
-    groups: Vec<usize>,
+    pub meta: ArrowReaderMetadata,
+    pub roots: Vec<usize>,
+    pub groups: Vec<usize>,
 }
 
-fn plan_file(path: &Path, scan: &ScanSpec, (start, end): (i64, i64)) -> Result<FilePlan, OfflineError> {
+impl FilePlan {
+    /// A reader of this file (its footer already read), projected to the root
+    /// columns `roots`.
+    pub(crate) fn open(
+        &self,
+        roots: impl IntoIterator<Item = usize>,
+    ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, OfflineError> {
+        let path = self.path.as_path();
+        let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        Ok(builder.with_projection(mask))
+    }
+}
+
+pub(crate) fn plan_file(path: &Path, scan: &ScanSpec, (start, end): (i64, i64)) -> Result<FilePlan, OfflineError> {
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
     let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| io(path, e))?;
     let schema = meta.schema().clone();
@@ -128,11 +143,12 @@ fn read_groups(
     tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, OfflineError>>,
 ) -> Result<bool, OfflineError> {
     let path = plan.path.as_path();
-    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, plan.meta.clone());
-    let mask = ProjectionMask::roots(builder.parquet_schema(), plan.roots.iter().copied());
-    let reader =
-        builder.with_projection(mask).with_row_groups(groups).with_batch_size(8192).build().map_err(|e| io(path, e))?;
+    let reader = plan
+        .open(plan.roots.iter().copied())?
+        .with_row_groups(groups)
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| io(path, e))?;
     let plain = DataType::Timestamp(TimeUnit::Microsecond, None);
     for batch in reader {
         let batch = batch.map_err(|e| io(path, e))?;

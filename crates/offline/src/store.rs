@@ -31,6 +31,16 @@ pub struct ScanSpec {
     pub features: Vec<String>,
 }
 
+/// What [`OfflineStore::scan_window`] yields.
+pub struct WindowScan {
+    pub streams: Vec<BatchStream>,
+    /// `Some(n)`: the store kept only the latest row per entity (Feast's order:
+    /// event timestamp, then created timestamp, nulls last), and the streams hold
+    /// `n` rows, one per entity. `None`: every row in the window, which the caller
+    /// deduplicates.
+    pub latest: Option<u64>,
+}
+
 /// How a backend's SQL spells things, for the data tests' queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -87,13 +97,13 @@ pub trait OfflineStore: Send + Sync {
         full_feature_names: bool,
     ) -> BoxFuture<'a, Result<crate::frames::TrainingSet, OfflineError>>;
     /// The rows of a view's table with `start <= event_ts <= end` (microseconds),
-    /// only the needed columns, as one or more streams. A store may already keep
-    /// only the latest row per entity; the caller deduplicates either way.
+    /// only the needed columns, as one or more streams: only the latest row per
+    /// entity where the store can push that down (see [`WindowScan::latest`]).
     fn scan_window<'a>(
         &'a self,
         scan: &'a ScanSpec,
         window: (i64, i64),
-    ) -> BoxFuture<'a, Result<Vec<BatchStream>, OfflineError>>;
+    ) -> BoxFuture<'a, Result<WindowScan, OfflineError>>;
 }
 
 /// The embedded store: DataFusion over the project's Parquet tables.
@@ -188,11 +198,16 @@ impl OfflineStore for EmbeddedStore {
         &'a self,
         scan: &'a ScanSpec,
         (start, end): (i64, i64),
-    ) -> BoxFuture<'a, Result<Vec<BatchStream>, OfflineError>> {
+    ) -> BoxFuture<'a, Result<WindowScan, OfflineError>> {
         Box::pin(async move {
-            // A local table: page by page, bounded memory (see `scan`).
+            // A local table: the latest rows in two passes, bounded memory (see `latest`).
             if let Some(files) = crate::scan::local_files(&scan.location) {
-                return crate::scan::scan_files(files, scan, (start, end));
+                let spec = scan.clone();
+                let found =
+                    tokio::task::spawn_blocking(move || crate::latest::latest_in_files(files, &spec, (start, end)))
+                        .await
+                        .map_err(|e| OfflineError::Backend(format!("the scan failed: {e}")))??;
+                return Ok(WindowScan { streams: found.streams, latest: Some(found.entities) });
             }
             use datafusion::prelude::{ident, lit, ParquetReadOptions};
             use datafusion::scalar::ScalarValue;
@@ -220,7 +235,8 @@ impl OfflineStore for EmbeddedStore {
                 .select(cols.iter().map(|c| ident(*c)).collect::<Vec<_>>())?
                 .filter(ident(&scan.event_timestamp).gt_eq(at(start)?))?
                 .filter(ident(&scan.event_timestamp).lt_eq(at(end)?))?;
-            Ok(df.execute_stream_partitioned().await?.into_iter().map(stream).collect())
+            let streams = df.execute_stream_partitioned().await?.into_iter().map(stream).collect();
+            Ok(WindowScan { streams, latest: None })
         })
     }
 }

@@ -1,16 +1,23 @@
 //! The embedded online store: a redb database in the project folder. Reads take
 //! microseconds; every write batch is one ACID transaction, safe against a crash.
 //!
-//! Layout: one table; key = `u32le len(project) | project | u32le len(view) | view |
-//! entity key`, value = `i64le event_ts | (u32le len(name) | name | u32le len(value) | value)*`.
+//! Layout: one table, `online.v2`; key = `u32le len(project) | project | u32le
+//! len(view) | view | entity key`, value = `i64le event_ts | (u32le field id |
+//! varint len(value) | value)*`, where a feature's field id is murmur3_32 of its
+//! name (seed 0). A view whose features' ids collide is refused at write time.
+//! The first layout (table `online`, names spelled out in every value) is
+//! rewritten into this one when a database is opened.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use amora_proto::online::murmur3_32;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
 
-const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online.v2");
+/// The first layout: `i64le event_ts | (u32le len(name) | name | u32le len(value) | value)*`.
+const TABLE_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
 
 pub struct EmbeddedStore {
     db: Database,
@@ -26,13 +33,21 @@ fn prefix(project: &str, view: &str) -> Vec<u8> {
     k
 }
 
-fn encode(out: &mut Vec<u8>, ts: i64, features: &[String], values: &[Vec<u8>]) {
+fn field_id(feature: &str) -> u32 {
+    murmur3_32(feature.as_bytes(), 0)
+}
+
+fn encode(out: &mut Vec<u8>, ts: i64, ids: &[u32], values: &[Vec<u8>]) {
     out.clear();
     out.extend_from_slice(&ts.to_le_bytes());
-    for (f, v) in features.iter().zip(values) {
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(f.as_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    for (id, v) in ids.iter().zip(values) {
+        out.extend_from_slice(&id.to_le_bytes());
+        let mut n = v.len() as u64;
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
         out.extend_from_slice(v);
     }
 }
@@ -41,23 +56,59 @@ fn event_ts(bytes: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// The value of `feature` in an encoded row.
-fn field<'a>(bytes: &'a [u8], feature: &str) -> Option<&'a [u8]> {
+/// The fields of an encoded row: `(field id, value)`.
+fn fields(bytes: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
+    let mut pos = 8;
+    std::iter::from_fn(move || {
+        let id = u32::from_le_bytes(bytes.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        let (mut n, mut shift) = (0usize, 0);
+        loop {
+            let b = *bytes.get(pos)?;
+            pos += 1;
+            n |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        let value = bytes.get(pos..pos + n)?;
+        pos += n;
+        Some((id, value))
+    })
+}
+
+/// The fields of a row in the first layout: `(name, value)`.
+fn fields_v1(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut pos = 8;
     let read_u32 =
-        |p: usize| -> Option<usize> { Some(u32::from_le_bytes(bytes.get(p..p + 4)?.try_into().ok()?) as usize) };
-    while pos < bytes.len() {
+        move |p: usize| -> Option<usize> { Some(u32::from_le_bytes(bytes.get(p..p + 4)?.try_into().ok()?) as usize) };
+    std::iter::from_fn(move || {
         let n = read_u32(pos)?;
         let name = bytes.get(pos + 4..pos + 4 + n)?;
         pos += 4 + n;
         let m = read_u32(pos)?;
         let value = bytes.get(pos + 4..pos + 4 + m)?;
         pos += 4 + m;
-        if name == feature.as_bytes() {
-            return Some(value);
+        Some((name, value))
+    })
+}
+
+/// The field ids of a view's features, refused when two collide (their values
+/// could not be told apart).
+fn field_ids(view: &str, features: &[String]) -> Result<Vec<u32>, String> {
+    let ids: Vec<u32> = features.iter().map(|f| field_id(f)).collect();
+    for (i, a) in ids.iter().enumerate() {
+        if let Some(j) = ids[..i].iter().position(|b| b == a) {
+            if features[i] != features[j] {
+                return Err(format!(
+                    "features `{}` and `{}` of view `{view}` have the same field id (murmur3_32) in the embedded store; rename one",
+                    features[j], features[i]
+                ));
+            }
         }
     }
-    None
+    Ok(ids)
 }
 
 impl EmbeddedStore {
@@ -71,7 +122,37 @@ impl EmbeddedStore {
             redb::DatabaseError::DatabaseAlreadyOpen => err(&"in use by another process (a running `amora feature-store serve`?): the embedded store has one owner at a time; stop it, or go through its HTTP API"),
             other => err(&other),
         })?;
-        Ok(EmbeddedStore { db, path: name })
+        let store = EmbeddedStore { db, path: name };
+        store.migrate_v1()?;
+        Ok(store)
+    }
+
+    /// Rewrites rows of the first layout into the current one, in one transaction
+    /// (a crash leaves the first layout whole, to be rewritten at the next open).
+    fn migrate_v1(&self) -> Result<(), OnlineError> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let old = read.list_tables().map_err(|e| self.err(e))?.any(|t| t.name() == TABLE_V1.name());
+        drop(read);
+        if !old {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let v1 = txn.open_table(TABLE_V1).map_err(|e| self.err(e))?;
+            let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+            let mut value = Vec::new();
+            for item in v1.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let bytes = v.value();
+                let Some(ts) = event_ts(bytes) else { continue };
+                let (ids, values): (Vec<u32>, Vec<Vec<u8>>) =
+                    fields_v1(bytes).map(|(n, v)| (murmur3_32(n, 0), v.to_vec())).unzip();
+                encode(&mut value, ts, &ids, &values);
+                t.insert(k.value(), value.as_slice()).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.delete_table(TABLE_V1).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> OnlineError {
@@ -91,6 +172,7 @@ impl OnlineStore for EmbeddedStore {
     }
 
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError> {
+        let ids = field_ids(view, features).map_err(|m| self.err(m))?;
         let p = prefix(project, view);
         // In key order, so the B-tree is filled page by page.
         let mut order: Vec<&WriteRow> = rows.iter().collect();
@@ -103,13 +185,18 @@ impl OnlineStore for EmbeddedStore {
             for r in order {
                 key.truncate(p.len());
                 key.extend_from_slice(&r.entity_key);
-                let newer = match t.get(key.as_slice()).map_err(|e| self.err(e))? {
-                    Some(old) => event_ts(old.value()).is_none_or(|old_ts| r.event_ts > old_ts),
-                    None => true,
+                encode(&mut value, r.event_ts, &ids, &r.values);
+                // One descent of the tree: write, and put the old row back in the
+                // rare case it was as new or newer.
+                let kept = match t.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))? {
+                    Some(old) => {
+                        let old = old.value();
+                        event_ts(old).is_some_and(|old_ts| old_ts >= r.event_ts).then(|| old.to_vec())
+                    }
+                    None => None,
                 };
-                if newer {
-                    encode(&mut value, r.event_ts, features, &r.values);
-                    t.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
+                if let Some(old) = kept {
+                    t.insert(key.as_slice(), old.as_slice()).map_err(|e| self.err(e))?;
                 }
             }
         }
@@ -145,7 +232,7 @@ impl OnlineStore for EmbeddedStore {
                         let ts = event_ts(bytes);
                         v.features
                             .iter()
-                            .map(|f| match field(bytes, f) {
+                            .map(|f| match fields(bytes).find(|(id, _)| *id == field_id(f)).map(|(_, v)| v) {
                                 Some(val) => Cell { value: val.to_vec(), event_ts: ts, found: true },
                                 None => Cell { value: vec![], event_ts: ts, found: false },
                             })
@@ -181,5 +268,65 @@ impl OnlineStore for EmbeddedStore {
             }
         }
         txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_the_first_layout_are_rewritten_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.redb");
+        let (a, b) = (b"\x09\x00\x00\x00\x00\x00\x00\xf8\x3f".to_vec(), Vec::new()); // 1.5, null
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(TABLE_V1).unwrap();
+                let mut v = 42i64.to_le_bytes().to_vec();
+                for (name, value) in [(&b"a"[..], &a), (&b"b"[..], &b)] {
+                    v.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                    v.extend_from_slice(name);
+                    v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    v.extend_from_slice(value);
+                }
+                let mut k = prefix("p", "v");
+                k.extend_from_slice(b"entity");
+                t.insert(k.as_slice(), v.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let read = |store: &EmbeddedStore| {
+            let views = [ViewRead { view: "v".into(), features: vec!["b".into(), "a".into(), "c".into()] }];
+            store.read("p", &[b"entity".to_vec()], &views).unwrap().remove(0).remove(0)
+        };
+        let cells = read(&store);
+        assert_eq!(cells[0], Cell { value: vec![], event_ts: Some(42), found: true });
+        assert_eq!(cells[1], Cell { value: a.clone(), event_ts: Some(42), found: true });
+        assert_eq!(cells[2], Cell { value: vec![], event_ts: Some(42), found: false });
+        drop(store);
+        // The old table is gone; opening again changes nothing.
+        let store = EmbeddedStore::open(&path).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        assert!(!txn.list_tables().unwrap().any(|t| t.name() == TABLE_V1.name()));
+        drop(txn);
+        assert_eq!(read(&store)[1].value, a);
+    }
+
+    #[test]
+    fn colliding_field_ids_are_refused_with_both_names() {
+        let mut seen = std::collections::HashMap::new();
+        let (x, y) = (0u32..)
+            .find_map(|i| {
+                let name = format!("f{i}");
+                seen.insert(field_id(&name), name.clone()).map(|other| (other, name))
+            })
+            .unwrap();
+        let err = field_ids("v", &["ok".into(), x.clone(), y.clone()]).unwrap_err();
+        assert!(err.contains(&format!("`{x}`")) && err.contains(&format!("`{y}`")), "{err}");
+        assert_eq!(field_ids("v", &["a".into(), "b".into()]).unwrap(), vec![field_id("a"), field_id("b")]);
     }
 }

@@ -165,6 +165,70 @@ impl RedisStore {
         result.map_err(|e| self.err(e))
     }
 
+    /// [`OnlineStore::write`] on a standalone server: the same two round trips,
+    /// with the commands packed straight into one buffer each (no command objects
+    /// per row) and the replies checked as they come.
+    fn write_packed(
+        &self,
+        project: &str,
+        ts_field: &[u8],
+        fields: &[[u8; 4]],
+        rows: &[WriteRow],
+    ) -> Result<(), OnlineError> {
+        use redis::ConnectionLike;
+        let key = |p: &mut Packed, r: &WriteRow| p.arg2(&r.entity_key, project.as_bytes());
+        let mut p = Packed::default();
+        for r in rows {
+            p.command(3);
+            p.arg(b"HGET");
+            key(&mut p, r);
+            p.arg(ts_field);
+        }
+        let stored = self.with_conn(|c| match c {
+            Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
+            Conn::Cluster(_) => unreachable!("a standalone client"),
+        })?;
+        let stored: Vec<Option<i64>> = stored
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => Ok(decode_timestamp(&b)),
+                redis::Value::Nil => Ok(None),
+                other => Err(self.err(format!("unexpected reply to HGET: {other:?}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        let chosen = newest(rows, |i| stored[i]);
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let mut p = Packed::default();
+        for i in chosen {
+            let r = &rows[i];
+            p.command(4 + 2 * fields.len());
+            p.arg(b"HSET");
+            key(&mut p, r);
+            p.arg(ts_field);
+            p.arg(&encode_timestamp(r.event_ts));
+            for (f, v) in fields.iter().zip(&r.values) {
+                p.arg(f);
+                p.arg(v);
+            }
+            if let Some(ttl) = self.key_ttl_seconds {
+                p.command(3);
+                p.arg(b"EXPIRE");
+                key(&mut p, r);
+                p.arg(ttl.to_string().as_bytes());
+            }
+        }
+        let replies = self.with_conn(|c| match c {
+            Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
+            Conn::Cluster(_) => unreachable!("a standalone client"),
+        })?;
+        match replies.into_iter().find(|v| matches!(v, redis::Value::ServerError(_))) {
+            Some(e) => Err(self.err(format!("{e:?}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Keys matching `pattern` on every node (SCAN runs per node in a cluster).
     fn scan(&self, pattern: &str) -> Result<Vec<Vec<u8>>, OnlineError> {
         let nodes: Vec<String> = match &self.client {
@@ -221,42 +285,32 @@ impl OnlineStore for RedisStore {
         }
         let ts_field = timestamp_field(view);
         let fields: Vec<[u8; 4]> = features.iter().map(|f| feature_field(view, f)).collect();
+        if let Client::Single(_) = &self.client {
+            return self.write_packed(project, &ts_field, &fields, rows);
+        }
         let keys: Vec<Vec<u8>> = rows.iter().map(|r| redis_key(&r.entity_key, project)).collect();
         // Round trip 1: the stored timestamps.
         let stored: Vec<Option<Vec<u8>>> = self.with_conn(|c| {
             let cmds = keys.iter().map(|k| redis::cmd("HGET").arg(k).arg(&ts_field).clone()).collect();
             run(c, cmds)
         })?;
-        // Only strictly newer rows, and only the newest row per key within the batch.
-        let mut latest: std::collections::HashMap<&[u8], (i64, usize)> = std::collections::HashMap::new();
-        for (i, (r, k)) in rows.iter().zip(&keys).enumerate() {
-            let old = stored[i].as_deref().and_then(decode_timestamp);
-            if old.is_some_and(|o| r.event_ts <= o) {
-                continue;
-            }
-            match latest.get(k.as_slice()) {
-                Some((ts, _)) if *ts >= r.event_ts => {}
-                _ => {
-                    latest.insert(k.as_slice(), (r.event_ts, i));
-                }
-            }
-        }
-        if latest.is_empty() {
+        let chosen = newest(rows, |i| stored[i].as_deref().and_then(decode_timestamp));
+        if chosen.is_empty() {
             return Ok(());
         }
         // Round trip 2: HSET (and EXPIRE).
         self.with_conn(|c| {
-            let mut cmds = Vec::with_capacity(latest.len() * 2);
-            for (k, (_, i)) in &latest {
-                let r = &rows[*i];
+            let mut cmds = Vec::with_capacity(chosen.len() * 2);
+            for i in chosen {
+                let (r, k) = (&rows[i], &keys[i]);
                 let mut cmd = redis::cmd("HSET");
-                cmd.arg(*k).arg(&ts_field).arg(encode_timestamp(r.event_ts));
+                cmd.arg(k).arg(&ts_field).arg(encode_timestamp(r.event_ts));
                 for (f, v) in fields.iter().zip(&r.values) {
                     cmd.arg(&f[..]).arg(v);
                 }
                 cmds.push(cmd);
                 if let Some(ttl) = self.key_ttl_seconds {
-                    cmds.push(redis::cmd("EXPIRE").arg(*k).arg(ttl).clone());
+                    cmds.push(redis::cmd("EXPIRE").arg(k).arg(ttl).clone());
                 }
             }
             run::<Vec<redis::Value>>(c, cmds).map(|_| ())
@@ -391,6 +445,93 @@ fn cells(replies: Vec<Vec<Option<Vec<u8>>>>, views: &[ViewRead]) -> Vec<Vec<Vec<
         .collect()
 }
 
+/// Which rows to write: those strictly newer than what is stored (`stored(i)`,
+/// microseconds), and of several rows for one key the newest (the first of equals).
+fn newest(rows: &[WriteRow], stored: impl Fn(usize) -> Option<i64>) -> Vec<usize> {
+    let mut order: Vec<usize> =
+        (0..rows.len()).filter(|&i| stored(i).is_none_or(|old| rows[i].event_ts > old)).collect();
+    order.sort_by(|&a, &b| rows[a].entity_key.cmp(&rows[b].entity_key).then(rows[b].event_ts.cmp(&rows[a].event_ts)));
+    order.dedup_by(|later, first| rows[*later].entity_key == rows[*first].entity_key);
+    order
+}
+
+/// Commands in Redis's wire protocol (RESP), packed into one buffer.
+#[derive(Default)]
+struct Packed {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl Packed {
+    fn number(&mut self, lead: u8, n: usize) {
+        self.buf.push(lead);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&digits[at..]);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    /// Starts a command of `args` arguments (its name included).
+    fn command(&mut self, args: usize) {
+        self.count += 1;
+        self.number(b'*', args);
+    }
+
+    fn arg(&mut self, bytes: &[u8]) {
+        self.arg2(bytes, &[]);
+    }
+
+    /// One argument made of two byte strings (a Redis key: entity key, then project).
+    fn arg2(&mut self, a: &[u8], b: &[u8]) {
+        self.number(b'$', a.len() + b.len());
+        self.buf.extend_from_slice(a);
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+}
+
 fn glob_escape(s: &str) -> String {
     s.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_commands_are_what_the_client_library_sends() {
+        let mut p = Packed::default();
+        p.command(4);
+        p.arg(b"HSET");
+        p.arg2(b"\x00key", b"proj");
+        p.arg(b"");
+        p.arg(&[7u8; 300]);
+        p.command(2);
+        p.arg(b"GET");
+        p.arg(b"k");
+        let mut expected = redis::cmd("HSET").arg(b"\x00keyproj").arg(b"").arg(&[7u8; 300][..]).get_packed_command();
+        expected.extend(redis::cmd("GET").arg("k").get_packed_command());
+        assert_eq!(p.buf, expected);
+        assert_eq!(p.count, 2);
+    }
+
+    #[test]
+    fn only_rows_newer_than_stored_and_the_newest_per_key_are_written() {
+        let row = |k: &[u8], ts| WriteRow { entity_key: k.to_vec(), event_ts: ts, values: vec![] };
+        let rows = [row(b"a", 5), row(b"b", 5), row(b"a", 7), row(b"c", 3), row(b"a", 7), row(b"d", 1)];
+        let stored = [None, Some(5), None, Some(2), None, None];
+        let mut chosen = newest(&rows, |i| stored[i]);
+        chosen.sort();
+        // b is not newer than stored; of a's rows the first with ts 7.
+        assert_eq!(chosen, vec![2, 3, 5]);
+    }
 }
