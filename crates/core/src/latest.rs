@@ -437,6 +437,7 @@ mod tests {
             location: String::new(),
             online: true,
             materialized_until: None,
+            version: 0,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct OnlineView {
     pub online: bool,
     /// `max(end_time)` of the recorded materialization intervals (microseconds).
     pub materialized_until: Option<i64>,
+    /// The active definition's version number (`meta.current_version_number`).
+    pub version: i32,
 }
 
 /// The project's feature views, from the registry.
@@ -67,6 +69,7 @@ pub fn online_views(file: &RegistryFile, project: &str, root: &Path) -> Result<V
             location,
             online: spec.online && !spec.disabled,
             materialized_until: until,
+            version: meta.map_or(0, |m| m.current_version_number),
         });
     }
     Ok(out)
@@ -358,6 +361,8 @@ pub struct OnlineRequest {
     pub names: Vec<String>,
     reads: Vec<ViewRead>,
     ttls: Vec<u64>,
+    /// Each read view's version number, as `reads`.
+    versions: Vec<i32>,
     /// The join keys every requested view shares, with their Feast value types.
     pub join_keys: Vec<(String, i32)>,
 }
@@ -366,7 +371,13 @@ impl OnlineRequest {
     /// A request with output names only (for tests of response shapes).
     #[doc(hidden)]
     pub fn for_tests(names: Vec<String>) -> OnlineRequest {
-        OnlineRequest { names, reads: Vec::new(), ttls: Vec::new(), join_keys: Vec::new() }
+        OnlineRequest { names, reads: Vec::new(), ttls: Vec::new(), versions: Vec::new(), join_keys: Vec::new() }
+    }
+
+    /// The requested views and their version numbers, in request order (Feast's
+    /// `include_feature_view_version_metadata`).
+    pub fn view_versions(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.reads.iter().zip(&self.versions).map(|(r, v)| (r.view.as_str(), *v))
     }
 }
 
@@ -444,6 +455,7 @@ pub fn resolve_selection(
     Ok(OnlineRequest {
         names,
         ttls: reads.iter().map(|(_, v)| v.ttl_seconds).collect(),
+        versions: reads.iter().map(|(_, v)| v.version).collect(),
         reads: reads.into_iter().map(|(r, _)| r).collect(),
         join_keys,
     })

@@ -277,7 +277,20 @@ async fn get_online_features(service: &Service, b: GetOnlineBody) -> Result<Repl
     let values = result?;
     if b.include_feature_view_version_metadata {
         let mut out = online_json::response(&request, &b.entities, &values);
-        out["metadata"]["feature_view_metadata"] = json!([]);
+        // As Feast's JSON: one entry per view, `version` left out when 0.
+        let views: Vec<Json> = request
+            .view_versions()
+            .map(
+                |(name, version)| {
+                    if version == 0 {
+                        json!({"name": name})
+                    } else {
+                        json!({"name": name, "version": version})
+                    }
+                },
+            )
+            .collect();
+        out["metadata"]["feature_view_metadata"] = Json::Array(views);
         return Ok(ok_json(&out));
     }
     Ok(json_reply(StatusCode::OK, online_json::response_bytes(&request, &b.entities, &values)))

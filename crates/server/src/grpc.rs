@@ -11,8 +11,8 @@ use amora_core::online::{read_keys_async, Status, Target};
 use amora_core::{CoreError, FeatureSelection};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use amora_proto::serving::{
-    FeatureList, FeatureVector, GetFeastServingInfoResponse, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse,
-    GetOnlineFeaturesResponseMetadata, Kind,
+    FeatureList, FeatureVector, FeatureViewMetadata, GetFeastServingInfoResponse, GetOnlineFeaturesRequest,
+    GetOnlineFeaturesResponse, GetOnlineFeaturesResponseMetadata, Kind,
 };
 use amora_proto::Timestamp;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -230,7 +230,14 @@ async fn get_online_features(
     Ok(GetOnlineFeaturesResponse {
         metadata: Some(GetOnlineFeaturesResponseMetadata {
             feature_names: Some(FeatureList { val: names }),
-            feature_view_metadata: Vec::new(),
+            feature_view_metadata: if req.include_feature_view_version_metadata {
+                request
+                    .view_versions()
+                    .map(|(name, version)| FeatureViewMetadata { name: name.to_string(), version })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }),
         results,
         status: false,

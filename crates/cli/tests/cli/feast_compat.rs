@@ -422,6 +422,12 @@ fn feasts_grpc_stubs_read_amoras_serving_service() {
         let statuses: Vec<i64> = http["results"][i]["statuses"].as_array().unwrap().iter().map(code).collect();
         assert_eq!(grpc["statuses"][i], serde_json::json!(statuses), "column {i}");
     }
+    // Version metadata only when asked for: each requested view once, with its registry version.
+    let mut views: Vec<&str> = features.split(',').map(|f| f.split(':').next().unwrap()).collect();
+    views.dedup();
+    let expected: Vec<serde_json::Value> = views.iter().map(|v| serde_json::json!([v, 0])).collect();
+    assert_eq!(grpc["view_metadata"], serde_json::json!(expected), "{grpc}");
+    assert_eq!(grpc["view_metadata_unasked"], 0, "{grpc}");
     assert_eq!(grpc["missing_view_code"], "NOT_FOUND", "{grpc}");
     assert!(grpc["missing_view_message"].as_str().unwrap().contains("nope"), "{grpc}");
 }

@@ -169,6 +169,14 @@ fn serves_feasts_api_with_the_cli_values_and_clear_errors() {
         json!(["source_name", "step_count_by_source__value_avg", "step_count_by_source__value_sum"])
     );
     assert_eq!(svc["results"][1]["values"][0], got["results"][1]["values"][0]);
+    // Version metadata when asked for: the view's registry version (0 is left out, as in Feast's JSON).
+    let mut asked = request.clone();
+    asked["include_feature_view_version_metadata"] = json!(true);
+    let (status, meta) = server.post("/get-online-features", &asked);
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["metadata"]["feature_view_metadata"], json!([{"name": "step_count_by_source"}]));
+    assert_eq!(meta["results"], got["results"]);
+    assert!(got["metadata"].get("feature_view_metadata").is_none(), "{got}");
 
     // The caller's mistakes: 4xx with Feast's error body naming the problem.
     let bad = |body: Value, code: u16, class: &str, says: &str| {

@@ -28,6 +28,12 @@ def main():
         "values": [[feast_value_type_to_python_type(v) for v in r.values] for r in resp.results],
         "statuses": [list(r.statuses) for r in resp.results],
     }
+    meta = stub.GetOnlineFeatures(
+        GetOnlineFeaturesRequest(features=FeatureList(val=features), entities=entities, include_feature_view_version_metadata=True),
+        timeout=10,
+    ).metadata
+    out["view_metadata"] = [[m.name, m.version] for m in meta.feature_view_metadata]
+    out["view_metadata_unasked"] = len(resp.metadata.feature_view_metadata)
     try:
         stub.GetOnlineFeatures(GetOnlineFeaturesRequest(features=FeatureList(val=["nope:x"]), entities=entities), timeout=10)
         out["missing_view_code"] = "OK"
