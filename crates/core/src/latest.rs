@@ -17,7 +17,7 @@ use amora_offline::arrow::array::{
 };
 use amora_offline::arrow::compute::cast;
 use amora_offline::arrow::datatypes::{DataType, TimeUnit};
-use amora_online::WriteRow;
+use amora_online::{Values, WriteRow};
 use amora_proto::online::{append_key_value, entity_key_prefix};
 
 use crate::online::OnlineView;
@@ -152,7 +152,7 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 /// FxHash (rustc's hasher) with a finalizer: entity keys are short byte strings from our own data,
 /// so a fast non-cryptographic hash is the right trade.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl std::hash::Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -177,7 +177,7 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 /// An entity key stored in the table itself when short (the usual case), so a
 /// lookup touches one cache line instead of chasing a pointer to compare keys.
@@ -231,9 +231,9 @@ impl Eq for Key {}
 struct Winner {
     ts: i64,
     created: Option<i64>,
-    /// Each feature's serialized Value as `u32le length | bytes`, reused in place
-    /// when a newer row wins (no allocation per row).
-    values: Vec<u8>,
+    /// Each feature's serialized Value, reused in place when a newer row wins
+    /// (no allocation per row).
+    values: Values,
 }
 
 impl Winner {
@@ -242,23 +242,8 @@ impl Winner {
         self.created = created;
         self.values.clear();
         for c in columns {
-            let at = self.values.len();
-            self.values.extend_from_slice(&[0; 4]);
-            c.encode_into(i, &mut self.values);
-            let n = (self.values.len() - at - 4) as u32;
-            self.values[at..at + 4].copy_from_slice(&n.to_le_bytes());
+            self.values.push_with(|out| c.encode_into(i, out));
         }
-    }
-
-    fn split(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos + 4 <= self.values.len() {
-            let n = u32::from_le_bytes(self.values[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-            out.push(self.values[pos + 4..pos + 4 + n].to_vec());
-            pos += 4 + n;
-        }
-        out
     }
 }
 
@@ -326,12 +311,11 @@ impl RowEncoder {
         let mut out = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             if p.key(&self.prefix, i, &mut key) {
-                let values = p.values.iter().map(|c| {
-                    let mut v = Vec::new();
-                    c.encode_into(i, &mut v);
-                    v
-                });
-                out.push(WriteRow { entity_key: key.clone(), event_ts: p.ts.value(i), values: values.collect() });
+                let mut values = Values::with_capacity(8 * p.values.len());
+                for c in &p.values {
+                    values.push_with(|out| c.encode_into(i, out));
+                }
+                out.push(WriteRow { entity_key: key.clone(), event_ts: p.ts.value(i), values });
             }
         }
         Ok(out)
@@ -372,7 +356,7 @@ impl LatestRows {
                     }
                 }
                 None => {
-                    let mut w = Winner { ts: t, created: c, values: Vec::with_capacity(16 * values.len()) };
+                    let mut w = Winner { ts: t, created: c, values: Values::with_capacity(16 * values.len()) };
                     w.set(t, c, values, i);
                     self.winners.insert(Key::new(&key), w);
                 }
@@ -409,7 +393,7 @@ impl LatestRows {
             let chunk: Vec<WriteRow> = it
                 .by_ref()
                 .take(size)
-                .map(|(k, w)| WriteRow { entity_key: k.bytes().to_vec(), event_ts: w.ts, values: w.split() })
+                .map(|(k, w)| WriteRow { entity_key: k.bytes().to_vec(), event_ts: w.ts, values: w.values })
                 .collect();
             (!chunk.is_empty()).then_some(chunk)
         })
@@ -474,7 +458,7 @@ mod tests {
 
     fn x_of(rows: &[WriteRow], k: &[u8]) -> Option<(i64, Option<Val>)> {
         let r = rows.iter().find(|r| r.entity_key == k)?;
-        let v: Value = prost::Message::decode(r.values[0].as_slice()).unwrap();
+        let v: Value = prost::Message::decode(r.values.iter().next().unwrap()).unwrap();
         Some((r.event_ts, v.val))
     }
 

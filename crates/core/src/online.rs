@@ -1,9 +1,11 @@
 //! Materialization (offline -> online) and online reads, over any [`OnlineStore`].
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 
 use amora_offline::OfflineStore;
-use amora_online::{OnlineStore, ViewRead, WriteRow};
+use amora_online::{OnlineStore, ViewRead, ViewRows, WriteRow};
 use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
 use amora_proto::RegistryFile;
 use futures::StreamExt;
@@ -94,19 +96,20 @@ pub async fn materialize_view(
     on_progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<u64, CoreError> {
     let Target { store, project, version } = target;
-    let scan = amora_offline::ScanSpec {
-        view: view.name.clone(),
-        location: view.location.clone(),
-        join_keys: view.join_keys.iter().map(|k| k.0.clone()).collect(),
-        event_timestamp: view.event_timestamp.clone(),
-        created_timestamp: view.created_timestamp.clone(),
-        features: view.features.iter().map(|f| f.0.clone()).collect(),
-    };
-    let found = offline.scan_window(&scan, window).await?;
+    let found = offline.scan_window(&scan_spec(view), window).await?;
     let (batch, writers) = store.write_batching();
     let batch = batch.max(1);
     let names: Vec<String> = view.features.iter().map(|f| f.0.clone()).collect();
-    let sink = Sink { store, project, view: &view.name, features: &names, on_progress };
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let write = |scanned: u64, total: u64| {
+        let (names, written) = (&names, &written);
+        move |chunk: Vec<WriteRow>| -> Result<(), CoreError> {
+            store.write(project, &view.name, names, &chunk).map_err(CoreError::Online)?;
+            let done = written.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
+            on_progress(&view.name, Progress { scanned, written: done, total });
+            Ok(())
+        }
+    };
     let mut batches = futures::stream::select_all(found.streams);
     match found.latest {
         // One row per entity already: encode and write as the scan yields them.
@@ -116,7 +119,7 @@ pub async fn materialize_view(
             let writers = writers.clamp(1, (total as usize).div_ceil(batch).max(1));
             let mut pending: Vec<WriteRow> = Vec::new();
             let mut done = false;
-            sink.write_all(writers, total, total, || loop {
+            let next = || loop {
                 if pending.len() >= batch || (done && !pending.is_empty()) {
                     let rest = pending.split_off(batch.min(pending.len()));
                     return Some(Ok(std::mem::replace(&mut pending, rest)));
@@ -132,7 +135,8 @@ pub async fn materialize_view(
                     Some(Err(e)) => return Some(Err(e.into())),
                     None => done = true,
                 }
-            })
+            };
+            pipelined(writers, next, write(total, total))?;
         }
         // Every row in the window: keep the latest per entity, then write.
         None => {
@@ -145,94 +149,180 @@ pub async fn materialize_view(
             on_progress(&view.name, Progress { scanned, written: 0, total });
             let writers = writers.clamp(1, entities.div_ceil(batch).max(1));
             let mut chunks = latest.into_chunks(batch);
-            sink.write_all(writers, scanned, total, || chunks.next().map(Ok))
+            pipelined(writers, || chunks.next().map(Ok), write(scanned, total))?;
         }
     }
+    Ok(written.into_inner())
 }
 
-/// Where a view's write rows go, and who hears of the progress.
-struct Sink<'a> {
-    store: &'a dyn OnlineStore,
-    project: &'a str,
-    view: &'a str,
-    features: &'a [String],
-    on_progress: &'a (dyn Fn(&str, Progress) + Sync),
+fn scan_spec(view: &OnlineView) -> amora_offline::ScanSpec {
+    amora_offline::ScanSpec {
+        view: view.name.clone(),
+        location: view.location.clone(),
+        join_keys: view.join_keys.iter().map(|k| k.0.clone()).collect(),
+        event_timestamp: view.event_timestamp.clone(),
+        created_timestamp: view.created_timestamp.clone(),
+        features: view.features.iter().map(|f| f.0.clone()).collect(),
+    }
 }
 
-impl Sink<'_> {
-    /// Writes the chunks `next` yields from `writers` threads at once (pipelined
-    /// batches, as the store prefers), while the calling thread makes the next
-    /// chunks. The first failure, of a write or of `next`, stops the rest.
-    fn write_all(
-        &self,
-        writers: usize,
-        scanned: u64,
-        total: u64,
-        mut next: impl FnMut() -> Option<Result<Vec<WriteRow>, CoreError>>,
-    ) -> Result<u64, CoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let written = std::sync::atomic::AtomicU64::new(0);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WriteRow>>(writers);
-        let rx = std::sync::Mutex::new(rx);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..writers)
-                .map(|_| {
-                    std::thread::Builder::new().name("online-writer".into()).spawn_scoped(
-                        s,
-                        || -> Result<(), CoreError> {
-                            // After a failure (this writer's or another's), chunks are
-                            // drained unwritten, so the maker never waits on a full channel.
-                            let mut failed = None;
-                            while let Ok(chunk) = rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ())) {
-                                if failed.is_some() || stop.load(Relaxed) {
-                                    continue;
-                                }
-                                if let Err(e) = self.store.write(self.project, self.view, self.features, &chunk) {
-                                    stop.store(true, Relaxed);
-                                    failed = Some(CoreError::Online(e));
-                                    continue;
-                                }
-                                let done = written.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
-                                (self.on_progress)(self.view, Progress { scanned, written: done, total });
-                            }
-                            failed.map_or(Ok(()), Err)
-                        },
-                    )
-                })
-                .collect();
-            if workers.iter().any(|w| w.is_err()) {
-                stop.store(true, Relaxed); // nothing would take the chunks
+/// Materializes views that share join keys together, for a store that writes
+/// them together more cheaply (Redis: one hash per entity, so one read and one
+/// write per entity instead of one per view). Each view's latest rows are held
+/// until the entity's rows of every view have arrived (or the scans end), then
+/// written in one [`OnlineStore::write_views`] call per chunk. Returns each
+/// view's rows written, or `None` when a store cannot keep only the latest rows
+/// (the caller then materializes the views one by one).
+pub async fn materialize_group(
+    offline: &dyn OfflineStore,
+    target: Target<'_>,
+    views: &[&PlannedView],
+    on_progress: &(dyn Fn(&str, Progress) + Sync),
+) -> Result<Option<Vec<u64>>, CoreError> {
+    let Target { store, project, version } = target;
+    let specs: Vec<amora_offline::ScanSpec> = views.iter().map(|(v, _)| scan_spec(v)).collect();
+    let scans =
+        futures::future::try_join_all(specs.iter().zip(views).map(|(s, (_, w))| offline.scan_window(s, *w))).await?;
+    let Some(totals) = scans.iter().map(|s| s.latest).collect::<Option<Vec<u64>>>() else { return Ok(None) };
+    for ((v, _), total) in views.iter().zip(&totals) {
+        on_progress(&v.name, Progress { scanned: *total, written: 0, total: *total });
+    }
+    let n = views.len();
+    let encoders: Vec<RowEncoder> = views.iter().map(|(v, _)| RowEncoder::new(v, version)).collect();
+    let names: Vec<Vec<String>> = views.iter().map(|(v, _)| v.features.iter().map(|f| f.0.clone()).collect()).collect();
+    let mut batches = futures::stream::select_all(
+        scans.into_iter().enumerate().flat_map(|(i, s)| s.streams.into_iter().map(move |st| st.map(move |b| (i, b)))),
+    );
+    let (batch, writers) = store.write_batching();
+    let batch = batch.max(1);
+    let entities = totals.iter().copied().max().unwrap_or(0) as usize;
+    let writers = writers.clamp(1, entities.div_ceil(batch).max(1));
+    // Entities waiting for another view's row, and entities ready to write.
+    let mut waiting: HashMap<Vec<u8>, Vec<Option<WriteRow>>, crate::latest::FxBuild> = HashMap::default();
+    let mut ready: Vec<Vec<Option<WriteRow>>> = Vec::new();
+    let mut done = false;
+    let next = || loop {
+        if ready.len() >= batch || (done && !ready.is_empty()) {
+            let rest = ready.split_off(batch.min(ready.len()));
+            return Some(Ok(std::mem::replace(&mut ready, rest)));
+        }
+        if done {
+            if waiting.is_empty() {
+                return None;
             }
-            let mut result = Ok(());
-            while !stop.load(Relaxed) {
-                match next() {
-                    Some(Ok(chunk)) => {
-                        if tx.send(chunk).is_err() {
-                            break;
+            ready.extend(waiting.drain().map(|(_, rows)| rows));
+            continue;
+        }
+        match futures::executor::block_on(batches.next()) {
+            Some((i, Ok(b))) => match encoders[i].write_rows(&b) {
+                Ok(rows) => {
+                    use std::collections::hash_map::Entry;
+                    for r in rows {
+                        match waiting.entry(r.entity_key.clone()) {
+                            Entry::Occupied(mut slot) => {
+                                slot.get_mut()[i] = Some(r);
+                                if slot.get().iter().all(Option::is_some) {
+                                    ready.push(slot.remove());
+                                }
+                            }
+                            Entry::Vacant(slot) => {
+                                let mut rows = vec![None; n];
+                                rows[i] = Some(r);
+                                slot.insert(rows);
+                            }
                         }
                     }
-                    Some(Err(e)) => {
-                        stop.store(true, Relaxed);
-                        result = Err(e);
+                }
+                Err(e) => return Some(Err(e)),
+            },
+            Some((_, Err(e))) => return Some(Err(e.into())),
+            None => done = true,
+        }
+    };
+    let written: Vec<std::sync::atomic::AtomicU64> = (0..n).map(|_| Default::default()).collect();
+    let write = |chunk: Vec<Vec<Option<WriteRow>>>| -> Result<(), CoreError> {
+        let mut per_view: Vec<Vec<WriteRow>> = (0..n).map(|_| Vec::with_capacity(chunk.len())).collect();
+        for entity in chunk {
+            for (i, row) in entity.into_iter().enumerate() {
+                per_view[i].extend(row);
+            }
+        }
+        let rows: Vec<ViewRows<'_>> = (0..n)
+            .filter(|i| !per_view[*i].is_empty())
+            .map(|i| ViewRows { view: &views[i].0.name, features: &names[i], rows: &per_view[i] })
+            .collect();
+        store.write_views(project, &rows).map_err(CoreError::Online)?;
+        for (i, rows) in per_view.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            let done = written[i].fetch_add(rows.len() as u64, Relaxed) + rows.len() as u64;
+            on_progress(&views[i].0.name, Progress { scanned: totals[i], written: done, total: totals[i] });
+        }
+        Ok(())
+    };
+    pipelined(writers, next, write)?;
+    Ok(Some(written.into_iter().map(|w| w.into_inner()).collect()))
+}
+
+/// Runs `write` on the chunks `next` yields, from `writers` threads at once
+/// (pipelined batches, as the store prefers), while the calling thread makes the
+/// next chunks. The first failure, of a write or of `next`, stops the rest.
+fn pipelined<T: Send>(
+    writers: usize,
+    mut next: impl FnMut() -> Option<Result<T, CoreError>>,
+    write: impl Fn(T) -> Result<(), CoreError> + Sync,
+) -> Result<(), CoreError> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<T>(writers);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..writers)
+            .map(|_| {
+                std::thread::Builder::new().name("online-writer".into()).spawn_scoped(s, || -> Result<(), CoreError> {
+                    // After a failure (this writer's or another's), chunks are
+                    // drained unwritten, so the maker never waits on a full channel.
+                    let mut failed = None;
+                    while let Ok(chunk) = rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ())) {
+                        if failed.is_some() || stop.load(Relaxed) {
+                            continue;
+                        }
+                        if let Err(e) = write(chunk) {
+                            stop.store(true, Relaxed);
+                            failed = Some(e);
+                        }
                     }
-                    None => break,
+                    failed.map_or(Ok(()), Err)
+                })
+            })
+            .collect();
+        if workers.iter().any(|w| w.is_err()) {
+            stop.store(true, Relaxed); // nothing would take the chunks
+        }
+        let mut result = Ok(());
+        while !stop.load(Relaxed) {
+            match next() {
+                Some(Ok(chunk)) => {
+                    if tx.send(chunk).is_err() {
+                        break;
+                    }
                 }
-            }
-            drop(tx);
-            for w in workers {
-                let r = match w {
-                    Ok(w) => w.join().unwrap_or_else(|_| Err(invalid("a writer thread panicked".into()))),
-                    Err(e) => Err(invalid(format!("cannot start a writer thread: {e}"))),
-                };
-                if result.is_ok() {
-                    result = r;
+                Some(Err(e)) => {
+                    stop.store(true, Relaxed);
+                    result = Err(e);
                 }
+                None => break,
             }
-            result
-        })?;
-        Ok(written.into_inner())
-    }
+        }
+        drop(tx);
+        for w in workers {
+            let r = match w {
+                Ok(w) => w.join().unwrap_or_else(|_| Err(invalid("a writer thread panicked".into()))),
+                Err(e) => Err(invalid(format!("cannot start a writer thread: {e}"))),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
 }
 
 /// One view's outcome in a [`materialize`] run.
@@ -309,18 +399,60 @@ pub fn materialize(
     user: &str,
     on_progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<Vec<ViewOutcome>, CoreError> {
+    // Views with the same join keys go together when the store writes them together more cheaply.
+    fn keys(p: &PlannedView) -> Vec<&str> {
+        let mut k: Vec<&str> = p.0.join_keys.iter().map(|k| k.0.as_str()).collect();
+        k.sort_unstable();
+        k
+    }
+    let mut groups: Vec<Vec<&PlannedView>> = Vec::new();
+    for p in plan {
+        match groups.iter_mut().find(|g| target.store.writes_views_together() && keys(g[0]) == keys(p)) {
+            Some(g) => g.push(p),
+            None => groups.push(vec![p]),
+        }
+    }
+    let one = |v: &OnlineView, w: (i64, i64)| {
+        let t0 = std::time::Instant::now();
+        let result = runtime.block_on(materialize_view(offline, target, v, w, on_progress));
+        ViewOutcome { view: v.name.clone(), window: w, result, seconds: t0.elapsed().as_secs_f64() }
+    };
     let outcomes: Vec<ViewOutcome> = std::thread::scope(|s| {
-        let jobs: Vec<_> = plan
+        let jobs: Vec<_> = groups
             .iter()
-            .map(|(v, w)| {
-                s.spawn(move || {
+            .map(|g| {
+                s.spawn(move || -> Vec<ViewOutcome> {
+                    if let [(v, w)] = g.as_slice() {
+                        return vec![one(v, *w)];
+                    }
                     let t0 = std::time::Instant::now();
-                    let result = runtime.block_on(materialize_view(offline, target, v, *w, on_progress));
-                    ViewOutcome { view: v.name.clone(), window: *w, result, seconds: t0.elapsed().as_secs_f64() }
+                    match runtime.block_on(materialize_group(offline, target, g, on_progress)) {
+                        Ok(Some(rows)) => g
+                            .iter()
+                            .zip(rows)
+                            .map(|((v, w), n)| ViewOutcome {
+                                view: v.name.clone(),
+                                window: *w,
+                                result: Ok(n),
+                                seconds: t0.elapsed().as_secs_f64(),
+                            })
+                            .collect(),
+                        // The store cannot keep only the latest rows: one view at a time.
+                        Ok(None) => g.iter().map(|(v, w)| one(v, *w)).collect(),
+                        Err(e) => g
+                            .iter()
+                            .map(|(v, w)| ViewOutcome {
+                                view: v.name.clone(),
+                                window: *w,
+                                result: Err(shared_failure(&e)),
+                                seconds: t0.elapsed().as_secs_f64(),
+                            })
+                            .collect(),
+                    }
                 })
             })
             .collect();
-        jobs.into_iter().map(|j| j.join().expect("a materialization thread panicked")).collect()
+        jobs.into_iter().flat_map(|j| j.join().expect("a materialization thread panicked")).collect()
     });
     // Only now, with every row of these views written, are their intervals recorded.
     let done: Vec<(String, i64, i64)> =
@@ -329,6 +461,17 @@ pub fn materialize(
         amora_registry::ops::record_materialization(registry, target.project, &done, user)?;
     }
     Ok(outcomes)
+}
+
+/// A failure of views written together, as each of them reports it.
+fn shared_failure(e: &CoreError) -> CoreError {
+    match e {
+        CoreError::Online(amora_online::OnlineError::Backend { store, message }) => {
+            CoreError::Online(amora_online::OnlineError::Backend { store: store.clone(), message: message.clone() })
+        }
+        CoreError::Invalid(m) => CoreError::Invalid(m.clone()),
+        other => CoreError::Offline(amora_offline::OfflineError::Backend(other.to_string())),
+    }
 }
 
 /// Online read status, as Feast names them.

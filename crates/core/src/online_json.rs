@@ -351,8 +351,8 @@ pub fn write_rows(view: &OnlineView, df: &Columns, version: u32) -> Result<Vec<W
         let values = features
             .iter()
             .map(|(f, t, c)| feature_value(f, *t, &c[i]).map(|v| prost::Message::encode_to_vec(&v)))
-            .collect::<Result<_, _>>()?;
-        rows.push(WriteRow { entity_key, event_ts, values });
+            .collect::<Result<Vec<Vec<u8>>, _>>()?;
+        rows.push(WriteRow { entity_key, event_ts, values: values.into() });
     }
     Ok(rows)
 }

@@ -21,7 +21,7 @@ fn row(user: i64, ts: i64, a: f64, b: Option<&str>) -> WriteRow {
     WriteRow {
         entity_key: key(user),
         event_ts: ts,
-        values: vec![encode(Some(Val::DoubleVal(a))), encode(b.map(|s| Val::StringVal(s.into())))],
+        values: vec![encode(Some(Val::DoubleVal(a))), encode(b.map(|s| Val::StringVal(s.into())))].into(),
     }
 }
 
@@ -43,6 +43,7 @@ pub fn run_all(store: &dyn OnlineStore, project: &str) {
     write_then_read(store, &format!("{project}_rw"));
     only_newer_wins(store, &format!("{project}_newer"));
     views_are_independent(store, &format!("{project}_views"));
+    views_written_together_as_apart(store, &format!("{project}_together"));
     projects_are_isolated(store, &format!("{project}_iso"));
     delete_view_removes_only_that_view(store, &format!("{project}_del"));
     async_reads_match_blocking_reads(store, &format!("{project}_async"));
@@ -103,6 +104,32 @@ fn views_are_independent(store: &dyn OnlineStore, p: &str) {
     // Reading a feature the view does not have: not found, the view's timestamp still known.
     let out = store.read(p, &[key(1)], &[ViewRead { view: "v1".into(), features: vec!["zz".into()] }]).unwrap();
     assert!(!out[0][0][0].found);
+}
+
+/// `write_views` is, view by view, what `write` does: strictly newer rows only,
+/// the newest of a batch, and other views' values untouched.
+fn views_written_together_as_apart(store: &dyn OnlineStore, p: &str) {
+    use crate::ViewRows;
+    let (f1, f2) = (feats(), vec!["b".to_string()]);
+    store.write(p, "v1", &f1, &[row(1, 100, 1.0, None)]).unwrap();
+    store.write(p, "v3", &f1, &[row(1, 1, 7.0, None)]).unwrap();
+    let v1 = [row(1, 100, 2.0, None), row(2, 5, 3.0, Some("x")), row(2, 6, 4.0, None)];
+    let v2 =
+        [WriteRow { entity_key: key(1), event_ts: 20, values: vec![encode(Some(Val::StringVal("y".into())))].into() }];
+    store
+        .write_views(
+            p,
+            &[ViewRows { view: "v1", features: &f1, rows: &v1 }, ViewRows { view: "v2", features: &f2, rows: &v2 }],
+        )
+        .unwrap();
+    assert_eq!(read_one(store, p, 1, "v1")[0], (double(1.0), Some(100), true), "an equal timestamp does not replace");
+    assert_eq!(read_one(store, p, 2, "v1")[0], (double(4.0), Some(6), true), "the newest in a batch wins");
+    let b = store.read(p, &[key(1)], &[ViewRead { view: "v2".into(), features: f2.clone() }]).unwrap();
+    assert_eq!(b[0][0][0].value, encode(Some(Val::StringVal("y".into()))));
+    assert_eq!(b[0][0][0].event_ts, Some(20));
+    assert_eq!(read_one(store, p, 1, "v3")[0], (double(7.0), Some(1), true), "a view not written is untouched");
+    let none = store.read(p, &[key(2)], &[ViewRead { view: "v2".into(), features: f2 }]).unwrap();
+    assert!(!none[0][0][0].found, "an entity without a v2 row has none");
 }
 
 fn projects_are_isolated(store: &dyn OnlineStore, p: &str) {

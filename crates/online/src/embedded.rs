@@ -37,7 +37,7 @@ fn field_id(feature: &str) -> u32 {
     murmur3_32(feature.as_bytes(), 0)
 }
 
-fn encode(out: &mut Vec<u8>, ts: i64, ids: &[u32], values: &[Vec<u8>]) {
+fn encode<'a>(out: &mut Vec<u8>, ts: i64, ids: &[u32], values: impl IntoIterator<Item = &'a [u8]>) {
     out.clear();
     out.extend_from_slice(&ts.to_le_bytes());
     for (id, v) in ids.iter().zip(values) {
@@ -145,9 +145,9 @@ impl EmbeddedStore {
                 let (k, v) = item.map_err(|e| self.err(e))?;
                 let bytes = v.value();
                 let Some(ts) = event_ts(bytes) else { continue };
-                let (ids, values): (Vec<u32>, Vec<Vec<u8>>) =
-                    fields_v1(bytes).map(|(n, v)| (murmur3_32(n, 0), v.to_vec())).unzip();
-                encode(&mut value, ts, &ids, &values);
+                let (ids, values): (Vec<u32>, Vec<&[u8]>) =
+                    fields_v1(bytes).map(|(n, v)| (murmur3_32(n, 0), v)).unzip();
+                encode(&mut value, ts, &ids, values);
                 t.insert(k.value(), value.as_slice()).map_err(|e| self.err(e))?;
             }
         }

@@ -20,7 +20,77 @@ pub struct WriteRow {
     /// Event timestamp, microseconds since the epoch (UTC).
     pub event_ts: i64,
     /// Serialized `feast.types.Value` per feature, in the order of the view's features.
-    pub values: Vec<Vec<u8>>,
+    pub values: Values,
+}
+
+/// A row's serialized values in one buffer, `(u32le length | bytes)*`: one
+/// allocation per row, however many features (an empty value is null).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Values(Vec<u8>);
+
+impl Values {
+    pub fn with_capacity(bytes: usize) -> Values {
+        Values(Vec::with_capacity(bytes))
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Appends the value that `write` writes into the buffer (nothing for null).
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        write(&mut self.0);
+        let n = (self.0.len() - at - 4) as u32;
+        self.0[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
+
+    pub fn push(&mut self, value: &[u8]) {
+        self.push_with(|b| b.extend_from_slice(value));
+    }
+
+    pub fn iter(&self) -> ValuesIter<'_> {
+        ValuesIter(&self.0)
+    }
+}
+
+impl From<Vec<Vec<u8>>> for Values {
+    fn from(values: Vec<Vec<u8>>) -> Values {
+        let mut out = Values::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+        values.iter().for_each(|v| out.push(v));
+        out
+    }
+}
+
+/// The values of a [`Values`], in order.
+pub struct ValuesIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for ValuesIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let n = u32::from_le_bytes(self.0.get(..4)?.try_into().ok()?) as usize;
+        let (value, rest) = self.0.get(4..)?.split_at_checked(n)?;
+        self.0 = rest;
+        Some(value)
+    }
+}
+
+impl<'a> IntoIterator for &'a Values {
+    type Item = &'a [u8];
+    type IntoIter = ValuesIter<'a>;
+    fn into_iter(self) -> ValuesIter<'a> {
+        self.iter()
+    }
+}
+
+/// One view's rows in an [`OnlineStore::write_views`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewRows<'a> {
+    pub view: &'a str,
+    /// The values' order.
+    pub features: &'a [String],
+    pub rows: &'a [WriteRow],
 }
 
 /// What a read returns for one feature of one entity.
@@ -70,6 +140,18 @@ pub trait OnlineStore: Send + Sync {
     /// Writes rows of one view (`features` names the values' order).
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError>;
 
+    /// Whether [`OnlineStore::write_views`] is cheaper than a `write` per view
+    /// for rows of the same entities (Redis: one hash per entity for all views).
+    fn writes_views_together(&self) -> bool {
+        false
+    }
+
+    /// Writes rows of several views that share join keys, each view as
+    /// [`OnlineStore::write`] would.
+    fn write_views(&self, project: &str, views: &[ViewRows<'_>]) -> Result<(), OnlineError> {
+        views.iter().try_for_each(|v| self.write(project, v.view, v.features, v.rows))
+    }
+
     /// Reads, for each entity key, each view's features: `out[entity][view][feature]`.
     fn read(
         &self,
@@ -96,4 +178,23 @@ pub trait OnlineStore: Send + Sync {
         version: u32,
         features: &[String],
     ) -> Result<(), OnlineError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_keep_each_value_and_their_order() {
+        let parts: Vec<Vec<u8>> = vec![vec![1, 2], vec![], vec![7; 300], vec![0]];
+        let v = Values::from(parts.clone());
+        assert_eq!(v.iter().map(<[u8]>::to_vec).collect::<Vec<_>>(), parts);
+        let mut w = Values::default();
+        w.push_with(|b| b.extend_from_slice(&[1, 2]));
+        w.push(&[]);
+        w.push(&[7; 300]);
+        w.push_with(|b| b.push(0));
+        assert_eq!(w, v);
+        assert_eq!(Values::default().iter().count(), 0);
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use amora_proto::online::{decode_timestamp, encode_timestamp, feature_field, redis_key, timestamp_field};
 
-use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
+use crate::{Cell, OnlineError, OnlineStore, ViewRead, ViewRows, WriteRow};
 
 /// Multiplexed connections per store for async reads.
 const MULTIPLEXED: usize = 2;
@@ -169,70 +169,114 @@ impl RedisStore {
         result.map_err(|e| self.err(e))
     }
 
-    /// [`OnlineStore::write`] on a standalone server: the same two round trips,
-    /// with the commands packed straight into one buffer each (no command objects
-    /// per row) and the replies checked as they come.
-    fn write_packed(
-        &self,
-        project: &str,
-        ts_field: &[u8],
-        fields: &[[u8; 4]],
-        rows: &[WriteRow],
-    ) -> Result<(), OnlineError> {
+    /// [`OnlineStore::write_views`] on a standalone server, in two round trips:
+    /// one `HMGET key _ts:<view>...` per entity key, then one `HSET` per entity
+    /// with the fields of every view whose row is strictly newer (and `EXPIRE`).
+    /// The commands are packed straight into one reused buffer (no command
+    /// objects per row) and the replies checked as they come.
+    fn write_views_packed(&self, project: &str, views: &[ViewRows<'_>]) -> Result<(), OnlineError> {
         use redis::ConnectionLike;
+        let ts_fields: Vec<Vec<u8>> = views.iter().map(|v| timestamp_field(v.view)).collect();
+        let fields: Vec<Vec<[u8; 4]>> =
+            views.iter().map(|v| v.features.iter().map(|f| feature_field(v.view, f)).collect()).collect();
+        let row = |(v, i): (usize, usize)| &views[v].rows[i];
+        // Rows by entity key, then view; of one view's rows for a key the newest (the first of equals).
+        let mut refs: Vec<(usize, usize)> =
+            views.iter().enumerate().flat_map(|(v, b)| (0..b.rows.len()).map(move |i| (v, i))).collect();
+        refs.sort_by(|&a, &b| {
+            let (ra, rb) = (row(a), row(b));
+            ra.entity_key.cmp(&rb.entity_key).then(a.0.cmp(&b.0)).then(rb.event_ts.cmp(&ra.event_ts))
+        });
+        refs.dedup_by(|later, first| later.0 == first.0 && row(*later).entity_key == row(*first).entity_key);
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        for (n, r) in refs.iter().enumerate() {
+            match groups.last_mut() {
+                Some(g) if row(refs[g.start]).entity_key == row(*r).entity_key => g.end = n + 1,
+                _ => groups.push(n..n + 1),
+            }
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
         let key = |p: &mut Packed, r: &WriteRow| p.arg2(&r.entity_key, project.as_bytes());
         let buf = self.buffers.lock().ok().and_then(|mut b| b.pop()).unwrap_or_default();
         let mut p = Packed { buf, count: 0 };
-        for r in rows {
-            p.command(3);
-            p.arg(b"HGET");
-            key(&mut p, r);
-            p.arg(ts_field);
-        }
-        let stored = self.with_conn(|c| match c {
-            Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
-            Conn::Cluster(_) => unreachable!("a standalone client"),
-        })?;
-        let stored: Vec<Option<i64>> = stored
-            .into_iter()
-            .map(|v| match v {
-                redis::Value::BulkString(b) => Ok(decode_timestamp(&b)),
-                redis::Value::Nil => Ok(None),
-                other => Err(self.err(format!("unexpected reply to HGET: {other:?}"))),
-            })
-            .collect::<Result<_, _>>()?;
-        let chosen = newest(rows, |i| stored[i]);
-        if chosen.is_empty() {
-            self.recycle(p);
-            return Ok(());
-        }
-        p.buf.clear();
-        p.count = 0;
-        for i in chosen {
-            let r = &rows[i];
-            p.command(4 + 2 * fields.len());
-            p.arg(b"HSET");
-            key(&mut p, r);
-            p.arg(ts_field);
-            p.arg(&encode_timestamp(r.event_ts));
-            for (f, v) in fields.iter().zip(&r.values) {
-                p.arg(f);
-                p.arg(v);
-            }
-            if let Some(ttl) = self.key_ttl_seconds {
-                p.command(3);
-                p.arg(b"EXPIRE");
-                key(&mut p, r);
-                p.arg(ttl.to_string().as_bytes());
+        for g in &groups {
+            p.command(2 + g.len());
+            p.arg(b"HMGET");
+            key(&mut p, row(refs[g.start]));
+            for (v, _) in &refs[g.clone()] {
+                p.arg(&ts_fields[*v]);
             }
         }
         let replies = self.with_conn(|c| match c {
             Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
             Conn::Cluster(_) => unreachable!("a standalone client"),
         });
+        let replies = match replies {
+            Ok(r) => r,
+            Err(e) => {
+                self.recycle(p);
+                return Err(e);
+            }
+        };
+        let unexpected = |v: &redis::Value| self.err(format!("unexpected reply to HMGET: {v:?}"));
+        let mut stored: Vec<Option<i64>> = Vec::with_capacity(refs.len());
+        for reply in replies {
+            let redis::Value::Array(values) = reply else { return Err(unexpected(&reply)) };
+            for v in values {
+                stored.push(match v {
+                    redis::Value::BulkString(b) => decode_timestamp(&b),
+                    redis::Value::Nil => None,
+                    other => return Err(unexpected(&other)),
+                });
+            }
+        }
+        if stored.len() != refs.len() {
+            return Err(self.err("HMGET answered a different number of fields than asked"));
+        }
+        p.buf.clear();
+        p.count = 0;
+        for g in &groups {
+            let newer: Vec<(usize, usize)> = refs[g.clone()]
+                .iter()
+                .zip(&stored[g.clone()])
+                .filter(|(r, old)| old.is_none_or(|old| row(**r).event_ts > old))
+                .map(|(r, _)| *r)
+                .collect();
+            if newer.is_empty() {
+                continue;
+            }
+            let first = row(newer[0]);
+            p.command(2 + newer.iter().map(|(v, _)| 2 + 2 * fields[*v].len()).sum::<usize>());
+            p.arg(b"HSET");
+            key(&mut p, first);
+            for &(v, i) in &newer {
+                let r = row((v, i));
+                p.arg(&ts_fields[v]);
+                p.arg(&encode_timestamp(r.event_ts));
+                for (f, value) in fields[v].iter().zip(&r.values) {
+                    p.arg(f);
+                    p.arg(value);
+                }
+            }
+            if let Some(ttl) = self.key_ttl_seconds {
+                p.command(3);
+                p.arg(b"EXPIRE");
+                key(&mut p, first);
+                p.arg(ttl.to_string().as_bytes());
+            }
+        }
+        if p.count == 0 {
+            self.recycle(p);
+            return Ok(());
+        }
+        let replies = self.with_conn(|c| match c {
+            Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
+            Conn::Cluster(_) => unreachable!("a standalone client"),
+        });
         self.recycle(p);
-        let replies = replies?;
-        match replies.into_iter().find(|v| matches!(v, redis::Value::ServerError(_))) {
+        match replies?.into_iter().find(|v| matches!(v, redis::Value::ServerError(_))) {
             Some(e) => Err(self.err(format!("{e:?}"))),
             None => Ok(()),
         }
@@ -305,7 +349,7 @@ impl OnlineStore for RedisStore {
         let ts_field = timestamp_field(view);
         let fields: Vec<[u8; 4]> = features.iter().map(|f| feature_field(view, f)).collect();
         if let Client::Single(_) = &self.client {
-            return self.write_packed(project, &ts_field, &fields, rows);
+            return self.write_views_packed(project, &[ViewRows { view, features, rows }]);
         }
         let keys: Vec<Vec<u8>> = rows.iter().map(|r| redis_key(&r.entity_key, project)).collect();
         // Round trip 1: the stored timestamps.
@@ -334,6 +378,18 @@ impl OnlineStore for RedisStore {
             }
             run::<Vec<redis::Value>>(c, cmds).map(|_| ())
         })
+    }
+
+    /// A standalone server: yes (one hash per entity for every view).
+    fn writes_views_together(&self) -> bool {
+        matches!(self.client, Client::Single(_))
+    }
+
+    fn write_views(&self, project: &str, views: &[ViewRows<'_>]) -> Result<(), OnlineError> {
+        match &self.client {
+            Client::Single(_) => self.write_views_packed(project, views),
+            Client::Cluster(_) => views.iter().try_for_each(|v| self.write(project, v.view, v.features, v.rows)),
+        }
     }
 
     fn read(
@@ -545,7 +601,7 @@ mod tests {
 
     #[test]
     fn only_rows_newer_than_stored_and_the_newest_per_key_are_written() {
-        let row = |k: &[u8], ts| WriteRow { entity_key: k.to_vec(), event_ts: ts, values: vec![] };
+        let row = |k: &[u8], ts| WriteRow { entity_key: k.to_vec(), event_ts: ts, values: Default::default() };
         let rows = [row(b"a", 5), row(b"b", 5), row(b"a", 7), row(b"c", 3), row(b"a", 7), row(b"d", 1)];
         let stored = [None, Some(5), None, Some(2), None, None];
         let mut chosen = newest(&rows, |i| stored[i]);
