@@ -185,6 +185,22 @@ fn share_one_redis(python: &Path, redis: &str, redis_type: &str) {
     let python = python.to_path_buf();
     let project = format!("amora_{redis_type}_{}", std::process::id());
     let (tmp, dir) = example(&project);
+    // A second view on the same entity: amora writes the two views of an entity
+    // together (one hash, one HSET), and Feast must read both.
+    std::fs::write(
+        dir.join("models/step_peak_by_source.sql"),
+        "SELECT source_name, date_trunc('day', start_date) AS event_timestamp, max(value) AS value_max\n\
+         FROM steps GROUP BY source_name, date_trunc('day', start_date)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("models/step_peak_by_source.yml"),
+        "description: Daily peak steps per data source\nmaterialization: table\ncolumns:\n\
+         \x20 - {name: source_name, type: string}\n  - {name: event_timestamp, type: timestamp}\n\
+         \x20 - {name: value_max, type: float64}\nfeature_view:\n  entities: [source_name]\n\
+         \x20 features: [value_max]\n  event_timestamp: event_timestamp\n  ttl: 1d\n  online: true\n",
+    )
+    .unwrap();
     let with_redis = |args: &[&str]| -> Run {
         amora_cmd(&dir, args)
             .env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis")
@@ -225,6 +241,15 @@ fn share_one_redis(python: &Path, redis: &str, redis_type: &str) {
             "every source has a value: {amora_values}"
         );
     }
+    let peak = "step_peak_by_source:value_max";
+    let feast_peak = feast_online(&python, &repo, &["read", peak, &rows.to_string()]);
+    let mut args = vec!["feature-store", "get-online-features", "--features", peak, "--json"];
+    for e in &entity_args {
+        args.extend(["--entity", e.as_str()]);
+    }
+    let ours_peak = json(with_redis(&args));
+    assert_eq!(feast_peak["value_max"], ours_peak["results"][0]["values"], "value_max");
+    assert!(ours_peak["results"][0]["values"].as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|x| x > 0.0)));
     // Feast writes (newer event time for one entity, a new entity); amora reads exactly that.
     let write = serde_json::json!([
         {"source_name": "Mi Fit", "event_timestamp": "2030-01-01T00:00:00Z", "created_at": "2030-01-01T00:00:00Z", "value_avg": 12.5, "value_sum": 25.0, "value_count": 2},
