@@ -187,20 +187,7 @@ fn share_one_redis(python: &Path, redis: &str, redis_type: &str) {
     let (tmp, dir) = example(&project);
     // A second view on the same entity: amora writes the two views of an entity
     // together (one hash, one HSET), and Feast must read both.
-    std::fs::write(
-        dir.join("models/step_peak_by_source.sql"),
-        "SELECT source_name, date_trunc('day', start_date) AS event_timestamp, max(value) AS value_max\n\
-         FROM steps GROUP BY source_name, date_trunc('day', start_date)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("models/step_peak_by_source.yml"),
-        "description: Daily peak steps per data source\nmaterialization: table\ncolumns:\n\
-         \x20 - {name: source_name, type: string}\n  - {name: event_timestamp, type: timestamp}\n\
-         \x20 - {name: value_max, type: float64}\nfeature_view:\n  entities: [source_name]\n\
-         \x20 features: [value_max]\n  event_timestamp: event_timestamp\n  ttl: 1d\n  online: true\n",
-    )
-    .unwrap();
+    add_peak_view(&dir);
     let with_redis = |args: &[&str]| -> Run {
         amora_cmd(&dir, args)
             .env("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis")

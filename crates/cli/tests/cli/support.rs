@@ -142,3 +142,22 @@ pub fn feast_repo_on(dir: &Path, repo: &Path, project: &str, online_store: &str)
     )
     .unwrap();
 }
+
+/// Adds a second feature view on `source_name` to an example project:
+/// `step_peak_by_source:value_max`, the daily peak of steps per source (ttl 1d).
+pub fn add_peak_view(dir: &Path) {
+    std::fs::write(
+        dir.join("models/step_peak_by_source.sql"),
+        "SELECT source_name, date_trunc('day', start_date) AS event_timestamp, max(value) AS value_max\n\
+         FROM steps GROUP BY source_name, date_trunc('day', start_date)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("models/step_peak_by_source.yml"),
+        "description: Daily peak steps per data source\nmaterialization: table\ncolumns:\n\
+         \x20 - {name: source_name, type: string}\n  - {name: event_timestamp, type: timestamp}\n\
+         \x20 - {name: value_max, type: float64}\nfeature_view:\n  entities: [source_name]\n\
+         \x20 features: [value_max]\n  event_timestamp: event_timestamp\n  ttl: 1d\n  online: true\n",
+    )
+    .unwrap();
+}
