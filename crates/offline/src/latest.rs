@@ -62,17 +62,66 @@ impl Best {
 type FxMap<K> = HashMap<K, Best, BuildHasherDefault<FxHasher>>;
 
 /// The best row per key seen by one thread. A single integer key is hashed as
-/// itself; other keys as Arrow rows of their canonical types (so files whose
-/// integer widths or string layouts differ still agree).
+/// itself, or, when the files' statistics put the keys in a range not much
+/// larger than the rows, indexed in an array (`dense`; keys outside it, should
+/// the statistics be wrong, go to the map); other keys are hashed as Arrow rows
+/// of their canonical types (so files whose integer widths or string layouts
+/// differ still agree).
 enum Winners {
-    Int64(FxMap<i64>),
+    Int64(FxMap<i64>, Dense),
     Rows(FxMap<Box<[u8]>>, RowConverter),
 }
 
+/// The best rows of keys `min..min + slots.len()`, by key; `EMPTY` where none.
+struct Dense {
+    min: i64,
+    slots: Vec<Best>,
+}
+
+const EMPTY: Best = Best { ts: i64::MIN, created: None, at: Pos { file: u32::MAX, group: 0, row: 0 } };
+
+impl Dense {
+    fn slot(&mut self, key: i64) -> Option<&mut Best> {
+        let i = usize::try_from(key.checked_sub(self.min)?).ok()?;
+        self.slots.get_mut(i)
+    }
+}
+
+/// The range of a single integer join key over the row groups to read, from
+/// the files' statistics, when it is small enough to index by: at most twice
+/// the rows, and at most 2^21 keys. `None` otherwise, or when a statistic is missing.
+fn dense_range(plans: &[FilePlan], scan: &ScanSpec) -> Option<(i64, usize)> {
+    use datafusion::parquet::file::statistics::Statistics;
+    let [key] = scan.join_keys.as_slice() else { return None };
+    let (mut lo, mut hi, mut rows) = (i64::MAX, i64::MIN, 0usize);
+    for p in plans {
+        let field = p.meta.schema().field_with_name(key).ok()?;
+        if !matches!(field.data_type(), DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8) {
+            return None;
+        }
+        let leaf = p.meta.parquet_schema().columns().iter().position(|c| c.name() == key.as_str())?;
+        for g in &p.groups {
+            let group = p.meta.metadata().row_group(*g);
+            rows += group.num_rows().max(0) as usize;
+            let (min, max) = match group.column(leaf).statistics()? {
+                Statistics::Int64(s) => (*s.min_opt()?, *s.max_opt()?),
+                Statistics::Int32(s) => (i64::from(*s.min_opt()?), i64::from(*s.max_opt()?)),
+                _ => return None,
+            };
+            (lo, hi) = (lo.min(min), hi.max(max));
+        }
+    }
+    let span = usize::try_from(hi.checked_sub(lo)?).ok()?.checked_add(1)?;
+    (rows > 0 && span <= (2 * rows).min(1 << 21)).then_some((lo, span))
+}
+
 impl Winners {
-    fn for_keys(keys: &[ArrayRef]) -> Result<Winners, OfflineError> {
+    fn for_keys(keys: &[ArrayRef], dense: Option<(i64, usize)>) -> Result<Winners, OfflineError> {
         Ok(match keys {
-            [k] if k.data_type() == &DataType::Int64 => Winners::Int64(FxMap::default()),
+            [k] if k.data_type() == &DataType::Int64 => {
+                let (min, len) = dense.unwrap_or((0, 0));
+                Winners::Int64(FxMap::default(), Dense { min, slots: vec![EMPTY; len] })
+            }
             _ => Winners::Rows(
                 FxMap::default(),
                 RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())?,
@@ -82,7 +131,7 @@ impl Winners {
 
     fn len(&self) -> usize {
         match self {
-            Winners::Int64(m) => m.len(),
+            Winners::Int64(m, d) => m.len() + d.slots.iter().filter(|b| b.at.file != u32::MAX).count(),
             Winners::Rows(m, _) => m.len(),
         }
     }
@@ -112,11 +161,16 @@ impl Winners {
         let live = |i: usize| ts.is_valid(i) && (start..=end).contains(&ts.value(i));
         let pos = |i: usize| Pos { row: at.row + i as u32, ..at };
         match self {
-            Winners::Int64(map) => {
+            Winners::Int64(map, dense) => {
                 let k = keys[0].as_any().downcast_ref::<Int64Array>().ok_or_else(mixed)?;
                 for i in 0..ts.len() {
                     if live(i) && k.is_valid(i) {
-                        Self::offer(map, k.value(i), Best { ts: ts.value(i), created: created_at(i), at: pos(i) });
+                        let b = Best { ts: ts.value(i), created: created_at(i), at: pos(i) };
+                        match dense.slot(k.value(i)) {
+                            Some(old) if b.beats(old) => *old = b,
+                            Some(_) => {}
+                            None => Self::offer(map, k.value(i), b),
+                        }
                     }
                 }
             }
@@ -143,7 +197,17 @@ impl Winners {
     /// Folds in another thread's table.
     fn merge(&mut self, other: Winners) -> Result<(), OfflineError> {
         match (self, other) {
-            (Winners::Int64(a), Winners::Int64(b)) => b.into_iter().for_each(|(k, v)| Self::offer(a, k, v)),
+            (Winners::Int64(a, da), Winners::Int64(b, db)) => {
+                if da.min != db.min || da.slots.len() != db.slots.len() {
+                    return Err(mixed());
+                }
+                for (mine, theirs) in da.slots.iter_mut().zip(db.slots) {
+                    if theirs.beats(mine) {
+                        *mine = theirs;
+                    }
+                }
+                b.into_iter().for_each(|(k, v)| Self::offer(a, k, v));
+            }
             (Winners::Rows(a, _), Winners::Rows(b, _)) => b.into_iter().for_each(|(k, v)| Self::offer(a, k, v)),
             _ => return Err(mixed()),
         }
@@ -152,7 +216,9 @@ impl Winners {
 
     fn into_bests(self) -> Vec<Best> {
         match self {
-            Winners::Int64(m) => m.into_values().collect(),
+            Winners::Int64(m, d) => {
+                d.slots.into_iter().filter(|b| b.at.file != u32::MAX).chain(m.into_values()).collect()
+            }
             Winners::Rows(m, _) => m.into_values().collect(),
         }
     }
@@ -189,6 +255,7 @@ fn winners(plans: &[FilePlan], scan: &ScanSpec, window: (i64, i64)) -> Result<Ve
         plans.iter().enumerate().flat_map(|(f, p)| p.groups.iter().map(move |g| (f, *g))).collect();
     let next = AtomicUsize::new(0);
     let threads = threads_for(units.len());
+    let dense = dense_range(plans, scan);
     let tables = std::thread::scope(|s| {
         let jobs: Vec<_> = (0..threads)
             .map(|_| {
@@ -216,7 +283,7 @@ fn winners(plans: &[FilePlan], scan: &ScanSpec, window: (i64, i64)) -> Result<Ve
                                 let created = scan.created_timestamp.as_deref().map(|c| micros(&col(c))).transpose()?;
                                 let table = match &mut mine {
                                     Some(t) => t,
-                                    None => mine.insert(Winners::for_keys(&keys)?),
+                                    None => mine.insert(Winners::for_keys(&keys, dense)?),
                                 };
                                 let at = Pos { file: f as u32, group: g as u32, row };
                                 table.offer_batch(&keys, &ts, created.as_ref(), window, at)?;
@@ -487,10 +554,12 @@ mod tests {
         for case in 0..12 {
             let n = 1 + rng.next(3_000) as usize;
             let users = 1 + rng.next(40);
+            let scale = if case % 2 == 0 { 1 } else { 1_000_003 };
             let rows: Vec<Row> = (0..n)
                 .map(|i| {
                     let user = (rng.next(30) != 0).then(|| format!("u{}", rng.next(users)));
-                    let id = (rng.next(30) != 0).then(|| rng.next(5) as i32);
+                    // Ids close together (indexed by key) or spread out (hashed).
+                    let id = (rng.next(30) != 0).then(|| rng.next(5) as i32 * scale);
                     // Few distinct timestamps, so ties (and ties on created too) are common.
                     (user, id, rng.opt(50, 20), rng.opt(3, 4), (case * 10_000 + i) as i64)
                 })
@@ -512,6 +581,20 @@ mod tests {
                 assert_eq!(entities, expected.len() as u64);
             }
         }
+    }
+
+    #[test]
+    fn close_integer_keys_are_indexed_and_spread_ones_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let plan_of = |ids: &[i32]| {
+            let rows: Vec<Row> = ids.iter().map(|i| (None, Some(*i), Some(1), None, 0)).collect();
+            write(&path, &rows, 2);
+            vec![plan_file(&path, &spec(&["id"]), (0, 10)).unwrap()]
+        };
+        assert_eq!(dense_range(&plan_of(&[7, 3, 5, 4]), &spec(&["id"])), Some((3, 5)));
+        assert_eq!(dense_range(&plan_of(&[7, 3, 5, 1000]), &spec(&["id"])), None, "a span over twice the rows");
+        assert_eq!(dense_range(&plan_of(&[7, 3]), &spec(&["user", "id"])), None, "two keys");
     }
 
     #[test]
