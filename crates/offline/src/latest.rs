@@ -247,15 +247,22 @@ fn threads_for(units: usize) -> usize {
 }
 
 /// Pass 1: the winning row of every entity, read from the keys and timestamps.
-fn winners(plans: &[FilePlan], scan: &ScanSpec, window: (i64, i64)) -> Result<Vec<Best>, OfflineError> {
+fn winners(plans: &[FilePlan], scan: &ScanSpec, window: (i64, i64), memory: usize) -> Result<Vec<Best>, OfflineError> {
     let mut names: Vec<&str> = scan.join_keys.iter().map(String::as_str).collect();
     names.push(&scan.event_timestamp);
     names.extend(scan.created_timestamp.as_deref());
     let units: Vec<(usize, usize)> =
         plans.iter().enumerate().flat_map(|(f, p)| p.groups.iter().map(move |g| (f, *g))).collect();
     let next = AtomicUsize::new(0);
-    let threads = threads_for(units.len());
     let dense = dense_range(plans, scan);
+    // Each thread's table may come to every entity: as many threads as `memory`
+    // holds tables of (an array of the key range, or at most one entry per row).
+    let rows: usize = plans
+        .iter()
+        .flat_map(|p| p.groups.iter().map(|g| p.meta.metadata().row_group(*g).num_rows().max(0) as usize))
+        .sum();
+    let table = dense.map_or(rows.saturating_mul(64), |(_, span)| span * std::mem::size_of::<Best>());
+    let threads = threads_for(units.len()).min((memory / table.max(1)).max(1));
     let tables = std::thread::scope(|s| {
         let jobs: Vec<_> = (0..threads)
             .map(|_| {
@@ -405,11 +412,17 @@ pub struct LatestScan {
 }
 
 /// The latest row per entity of the files in the window (blocking: pass 1 runs
-/// before this returns; pass 2 runs behind the streams).
-pub fn latest_in_files(files: Vec<PathBuf>, scan: &ScanSpec, window: (i64, i64)) -> Result<LatestScan, OfflineError> {
+/// before this returns; pass 2 runs behind the streams). `memory` bounds pass 1's
+/// reader threads: each keeps a table that may come to every entity.
+pub fn latest_in_files(
+    files: Vec<PathBuf>,
+    scan: &ScanSpec,
+    window: (i64, i64),
+    memory: usize,
+) -> Result<LatestScan, OfflineError> {
     let t0 = std::time::Instant::now();
     let plans = files.iter().map(|f| plan_file(f, scan, window)).collect::<Result<Vec<_>, _>>()?;
-    let bests = winners(&plans, scan, window)?;
+    let bests = winners(&plans, scan, window, memory)?;
     let entities = bests.len() as u64;
     if std::env::var_os("AMORA_TIMINGS").is_some() {
         eprintln!(
@@ -510,8 +523,8 @@ mod tests {
     }
 
     /// The winning `x` per key, from the pushed-down scan.
-    fn run(files: Vec<PathBuf>, scan: &ScanSpec, window: (i64, i64)) -> (u64, Vec<(Vec<String>, i64)>) {
-        let found = latest_in_files(files, scan, window).unwrap();
+    fn run(files: Vec<PathBuf>, scan: &ScanSpec, window: (i64, i64), memory: usize) -> (u64, Vec<(Vec<String>, i64)>) {
+        let found = latest_in_files(files, scan, window, memory).unwrap();
         let batches: Vec<RecordBatch> = futures::executor::block_on(
             futures::stream::select_all(found.streams).map(|b| b.unwrap()).collect::<Vec<_>>(),
         );
@@ -575,7 +588,9 @@ mod tests {
                 _ => (25, 25),
             };
             for keys in [&["id"][..], &["user", "id"][..]] {
-                let (entities, got) = run(files.clone(), &spec(keys), window);
+                // Memory for one reader thread's table only, or for as many as there are cores.
+                let memory = if case % 4 == 1 { 1 } else { usize::MAX };
+                let (entities, got) = run(files.clone(), &spec(keys), window, memory);
                 let expected = naive(&rows, keys, window);
                 assert_eq!(got, expected, "case {case}, keys {keys:?}");
                 assert_eq!(entities, expected.len() as u64);
@@ -604,7 +619,7 @@ mod tests {
         let rows: Vec<Row> = (0..100).map(|i| (Some("u".into()), Some((i % 10) as i32), Some(i), None, i)).collect();
         write(&path, &rows, 30);
         let plans = vec![plan_file(&path, &spec(&["id"]), (0, 1000)).unwrap()];
-        let bests = winners(&plans, &spec(&["id"]), (0, 1000)).unwrap();
+        let bests = winners(&plans, &spec(&["id"]), (0, 1000), 1).unwrap();
         assert_eq!(bests.len(), 10);
         // Rewritten with other timestamps: the second pass must notice.
         let shifted: Vec<Row> = rows.iter().map(|r| (r.0.clone(), r.1, r.2.map(|t| t + 1), r.3, r.4)).collect();

@@ -202,11 +202,12 @@ impl OfflineStore for EmbeddedStore {
         Box::pin(async move {
             // A local table: the latest rows in two passes, bounded memory (see `latest`).
             if let Some(files) = crate::scan::local_files(&scan.location) {
-                let spec = scan.clone();
-                let found =
-                    tokio::task::spawn_blocking(move || crate::latest::latest_in_files(files, &spec, (start, end)))
-                        .await
-                        .map_err(|e| OfflineError::Backend(format!("the scan failed: {e}")))??;
+                let (spec, memory) = (scan.clone(), self.warehouse.join_memory());
+                let found = tokio::task::spawn_blocking(move || {
+                    crate::latest::latest_in_files(files, &spec, (start, end), memory)
+                })
+                .await
+                .map_err(|e| OfflineError::Backend(format!("the scan failed: {e}")))??;
                 return Ok(WindowScan { streams: found.streams, latest: Some(found.entities) });
             }
             use datafusion::prelude::{ident, lit, ParquetReadOptions};
