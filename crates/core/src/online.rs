@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use amora_offline::OfflineStore;
 use amora_online::{OnlineStore, ViewRead, ViewRows, WriteRow};
@@ -81,78 +81,142 @@ fn invalid(m: String) -> CoreError {
     CoreError::Invalid(m)
 }
 
-/// Writes the latest row per entity with `start <= event_ts <= end` of `view` to
-/// the online store. The offline store scans only the needed columns and the
-/// window (pushed into the Parquet reader, or into BigQuery) and, where it can,
-/// keeps only the latest row per entity itself; those rows are encoded and written
-/// as they arrive. Otherwise [`LatestRows`] keeps one row per entity, written when
-/// the scan ends. Either way memory follows the number of entities, not the table.
-/// Returns the rows written.
-pub async fn materialize_view(
+/// Writes, for each of `views` (one view, or views with the same join keys that
+/// the store writes together), the latest row per entity with `start <= event_ts
+/// <= end` of its window, and returns each view's rows written. The offline store
+/// scans only the needed columns and the window (pushed into the Parquet reader,
+/// or into BigQuery) and, where it can, keeps only the latest row per entity
+/// itself: those rows are encoded and written as they arrive, an entity's rows
+/// of all the views in one [`OnlineStore::write_views`] call (held until every
+/// view's row has arrived, or the scans end). Otherwise [`LatestRows`] keeps one
+/// row per entity, written view by view when its scan ends. Either way memory
+/// follows the number of entities, not the table.
+pub async fn materialize_views(
     offline: &dyn OfflineStore,
     target: Target<'_>,
-    view: &OnlineView,
-    window: (i64, i64),
+    views: &[&PlannedView],
     on_progress: &(dyn Fn(&str, Progress) + Sync),
-) -> Result<u64, CoreError> {
+) -> Result<Vec<u64>, CoreError> {
     let Target { store, project, version } = target;
-    let found = offline.scan_window(&scan_spec(view), window).await?;
+    let specs: Vec<amora_offline::ScanSpec> = views.iter().map(|(v, _)| scan_spec(v)).collect();
+    let scans =
+        futures::future::try_join_all(specs.iter().zip(views).map(|(s, (_, w))| offline.scan_window(s, *w))).await?;
+    let n = views.len();
+    let names: Vec<Vec<String>> = views.iter().map(|(v, _)| v.features.iter().map(|f| f.0.clone()).collect()).collect();
     let (batch, writers) = store.write_batching();
     let batch = batch.max(1);
-    let names: Vec<String> = view.features.iter().map(|f| f.0.clone()).collect();
-    let written = std::sync::atomic::AtomicU64::new(0);
-    let write = |scanned: u64, total: u64| {
-        let (names, written) = (&names, &written);
-        move |chunk: Vec<WriteRow>| -> Result<(), CoreError> {
-            store.write(project, &view.name, names, &chunk).map_err(CoreError::Online)?;
-            let done = written.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
-            on_progress(&view.name, Progress { scanned, written: done, total });
-            Ok(())
-        }
+    let written: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    // Each view's rows scanned and entities to write, for progress.
+    let sizes: Vec<[AtomicU64; 2]> = (0..n).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect();
+    let size = |i: usize, scanned: u64, total: u64| {
+        sizes[i][0].store(scanned, Relaxed);
+        sizes[i][1].store(total, Relaxed);
+        on_progress(&views[i].0.name, Progress { scanned, written: 0, total });
     };
-    let mut batches = futures::stream::select_all(found.streams);
-    match found.latest {
-        // One row per entity already: encode and write as the scan yields them.
-        Some(total) => {
-            on_progress(&view.name, Progress { scanned: total, written: 0, total });
-            let encoder = RowEncoder::new(view, version);
-            let writers = writers.clamp(1, (total as usize).div_ceil(batch).max(1));
-            let mut pending: Vec<WriteRow> = Vec::new();
-            let mut done = false;
-            let next = || loop {
-                if pending.len() >= batch || (done && !pending.is_empty()) {
-                    let rest = pending.split_off(batch.min(pending.len()));
-                    return Some(Ok(std::mem::replace(&mut pending, rest)));
-                }
-                if done {
-                    return None;
-                }
-                match futures::executor::block_on(batches.next()) {
-                    Some(Ok(b)) => match encoder.write_rows(&b) {
-                        Ok(rows) => pending.extend(rows),
-                        Err(e) => return Some(Err(e)),
-                    },
-                    Some(Err(e)) => return Some(Err(e.into())),
-                    None => done = true,
-                }
-            };
-            pipelined(writers, next, write(total, total))?;
+    // A chunk holds each view's rows (index-aligned with `views`).
+    let write = |chunk: Vec<Vec<WriteRow>>| -> Result<(), CoreError> {
+        let rows: Vec<ViewRows<'_>> = (0..n)
+            .filter(|i| !chunk[*i].is_empty())
+            .map(|i| ViewRows { view: &views[i].0.name, features: &names[i], rows: &chunk[i] })
+            .collect();
+        store.write_views(project, &rows).map_err(CoreError::Online)?;
+        for (i, rows) in chunk.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            let done = written[i].fetch_add(rows.len() as u64, Relaxed) + rows.len() as u64;
+            let (scanned, total) = (sizes[i][0].load(Relaxed), sizes[i][1].load(Relaxed));
+            on_progress(&views[i].0.name, Progress { scanned, written: done, total });
         }
-        // Every row in the window: keep the latest per entity, then write.
-        None => {
-            let mut latest = LatestRows::new(view, version);
+        Ok(())
+    };
+    let Some(totals) = scans.iter().map(|s| s.latest).collect::<Option<Vec<u64>>>() else {
+        // Every row in the window: keep the latest per entity, then write, view by view.
+        for (i, scan) in scans.into_iter().enumerate() {
+            let mut latest = LatestRows::new(&views[i].0, version);
+            let mut batches = futures::stream::select_all(scan.streams);
             while let Some(b) = batches.next().await {
                 latest.offer(&b?)?;
             }
             let (scanned, entities) = latest.counts();
-            let total = entities as u64;
-            on_progress(&view.name, Progress { scanned, written: 0, total });
-            let writers = writers.clamp(1, entities.div_ceil(batch).max(1));
-            let mut chunks = latest.into_chunks(batch);
-            pipelined(writers, || chunks.next().map(Ok), write(scanned, total))?;
+            size(i, scanned, entities as u64);
+            let mut chunks = latest.into_chunks(batch).map(|rows| {
+                let mut chunk: Vec<Vec<WriteRow>> = (0..n).map(|_| Vec::new()).collect();
+                chunk[i] = rows;
+                Ok(chunk)
+            });
+            pipelined(writers.clamp(1, entities.div_ceil(batch).max(1)), || chunks.next(), &write)?;
         }
+        return Ok(written.into_iter().map(AtomicU64::into_inner).collect());
+    };
+    // One row per entity already: encode and write as the scans yield them.
+    for (i, t) in totals.iter().enumerate() {
+        size(i, *t, *t);
     }
-    Ok(written.into_inner())
+    let encoders: Vec<RowEncoder> = views.iter().map(|(v, _)| RowEncoder::new(v, version)).collect();
+    let mut batches = futures::stream::select_all(
+        scans.into_iter().enumerate().flat_map(|(i, s)| s.streams.into_iter().map(move |st| st.map(move |b| (i, b)))),
+    );
+    let entities = totals.iter().copied().max().unwrap_or(0) as usize;
+    // The current batch's rows (of view `.0`); entities still waiting for another
+    // view's row; then, when the scans end, those entities as they are.
+    let mut pending: (usize, std::vec::IntoIter<WriteRow>) = (0, Vec::new().into_iter());
+    let mut waiting: HashMap<Vec<u8>, Vec<Option<WriteRow>>, crate::latest::FxBuild> = HashMap::default();
+    let mut leftover: Option<std::collections::hash_map::IntoValues<Vec<u8>, Vec<Option<WriteRow>>>> = None;
+    // Entities ready to write, `count` of them.
+    let mut ready: Vec<Vec<WriteRow>> = (0..n).map(|_| Vec::new()).collect();
+    let mut count = 0usize;
+    let next = || loop {
+        if count >= batch {
+            count = 0;
+            return Some(Ok(ready.iter_mut().map(std::mem::take).collect()));
+        }
+        if let Some(r) = pending.1.next() {
+            let i = pending.0;
+            if n == 1 {
+                ready[0].push(r);
+                count += 1;
+                continue;
+            }
+            use std::collections::hash_map::Entry;
+            match waiting.entry(r.entity_key.clone()) {
+                Entry::Occupied(mut slot) => {
+                    slot.get_mut()[i] = Some(r);
+                    if slot.get().iter().all(Option::is_some) {
+                        slot.remove().into_iter().zip(&mut ready).for_each(|(r, to)| to.extend(r));
+                        count += 1;
+                    }
+                }
+                Entry::Vacant(slot) => {
+                    let mut rows = vec![None; n];
+                    rows[i] = Some(r);
+                    slot.insert(rows);
+                }
+            }
+            continue;
+        }
+        if let Some(rest) = &mut leftover {
+            match rest.next() {
+                Some(rows) => {
+                    rows.into_iter().zip(&mut ready).for_each(|(r, to)| to.extend(r));
+                    count += 1;
+                    continue;
+                }
+                None if count > 0 => {
+                    count = 0;
+                    return Some(Ok(ready.iter_mut().map(std::mem::take).collect()));
+                }
+                None => return None,
+            }
+        }
+        match futures::executor::block_on(batches.next()) {
+            Some((i, Ok(b))) => match encoders[i].write_rows(&b) {
+                Ok(rows) => pending = (i, rows.into_iter()),
+                Err(e) => return Some(Err(e)),
+            },
+            Some((_, Err(e))) => return Some(Err(e.into())),
+            None => leftover = Some(std::mem::take(&mut waiting).into_values()),
+        }
+    };
+    pipelined(writers.clamp(1, entities.div_ceil(batch).max(1)), next, &write)?;
+    Ok(written.into_iter().map(AtomicU64::into_inner).collect())
 }
 
 fn scan_spec(view: &OnlineView) -> amora_offline::ScanSpec {
@@ -166,109 +230,13 @@ fn scan_spec(view: &OnlineView) -> amora_offline::ScanSpec {
     }
 }
 
-/// Materializes views that share join keys together, for a store that writes
-/// them together more cheaply (Redis: one hash per entity, so one read and one
-/// write per entity instead of one per view). Each view's latest rows are held
-/// until the entity's rows of every view have arrived (or the scans end), then
-/// written in one [`OnlineStore::write_views`] call per chunk. Returns each
-/// view's rows written, or `None` when a store cannot keep only the latest rows
-/// (the caller then materializes the views one by one).
-pub async fn materialize_group(
-    offline: &dyn OfflineStore,
-    target: Target<'_>,
-    views: &[&PlannedView],
-    on_progress: &(dyn Fn(&str, Progress) + Sync),
-) -> Result<Option<Vec<u64>>, CoreError> {
-    let Target { store, project, version } = target;
-    let specs: Vec<amora_offline::ScanSpec> = views.iter().map(|(v, _)| scan_spec(v)).collect();
-    let scans =
-        futures::future::try_join_all(specs.iter().zip(views).map(|(s, (_, w))| offline.scan_window(s, *w))).await?;
-    let Some(totals) = scans.iter().map(|s| s.latest).collect::<Option<Vec<u64>>>() else { return Ok(None) };
-    for ((v, _), total) in views.iter().zip(&totals) {
-        on_progress(&v.name, Progress { scanned: *total, written: 0, total: *total });
-    }
-    let n = views.len();
-    let encoders: Vec<RowEncoder> = views.iter().map(|(v, _)| RowEncoder::new(v, version)).collect();
-    let names: Vec<Vec<String>> = views.iter().map(|(v, _)| v.features.iter().map(|f| f.0.clone()).collect()).collect();
-    let mut batches = futures::stream::select_all(
-        scans.into_iter().enumerate().flat_map(|(i, s)| s.streams.into_iter().map(move |st| st.map(move |b| (i, b)))),
-    );
-    let (batch, writers) = store.write_batching();
-    let batch = batch.max(1);
-    let entities = totals.iter().copied().max().unwrap_or(0) as usize;
-    let writers = writers.clamp(1, entities.div_ceil(batch).max(1));
-    // Entities waiting for another view's row, and entities ready to write.
-    let mut waiting: HashMap<Vec<u8>, Vec<Option<WriteRow>>, crate::latest::FxBuild> = HashMap::default();
-    let mut ready: Vec<Vec<Option<WriteRow>>> = Vec::new();
-    let mut done = false;
-    let next = || loop {
-        if ready.len() >= batch || (done && !ready.is_empty()) {
-            let rest = ready.split_off(batch.min(ready.len()));
-            return Some(Ok(std::mem::replace(&mut ready, rest)));
-        }
-        if done {
-            if waiting.is_empty() {
-                return None;
-            }
-            ready.extend(waiting.drain().map(|(_, rows)| rows));
-            continue;
-        }
-        match futures::executor::block_on(batches.next()) {
-            Some((i, Ok(b))) => match encoders[i].write_rows(&b) {
-                Ok(rows) => {
-                    use std::collections::hash_map::Entry;
-                    for r in rows {
-                        match waiting.entry(r.entity_key.clone()) {
-                            Entry::Occupied(mut slot) => {
-                                slot.get_mut()[i] = Some(r);
-                                if slot.get().iter().all(Option::is_some) {
-                                    ready.push(slot.remove());
-                                }
-                            }
-                            Entry::Vacant(slot) => {
-                                let mut rows = vec![None; n];
-                                rows[i] = Some(r);
-                                slot.insert(rows);
-                            }
-                        }
-                    }
-                }
-                Err(e) => return Some(Err(e)),
-            },
-            Some((_, Err(e))) => return Some(Err(e.into())),
-            None => done = true,
-        }
-    };
-    let written: Vec<std::sync::atomic::AtomicU64> = (0..n).map(|_| Default::default()).collect();
-    let write = |chunk: Vec<Vec<Option<WriteRow>>>| -> Result<(), CoreError> {
-        let mut per_view: Vec<Vec<WriteRow>> = (0..n).map(|_| Vec::with_capacity(chunk.len())).collect();
-        for entity in chunk {
-            for (i, row) in entity.into_iter().enumerate() {
-                per_view[i].extend(row);
-            }
-        }
-        let rows: Vec<ViewRows<'_>> = (0..n)
-            .filter(|i| !per_view[*i].is_empty())
-            .map(|i| ViewRows { view: &views[i].0.name, features: &names[i], rows: &per_view[i] })
-            .collect();
-        store.write_views(project, &rows).map_err(CoreError::Online)?;
-        for (i, rows) in per_view.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
-            let done = written[i].fetch_add(rows.len() as u64, Relaxed) + rows.len() as u64;
-            on_progress(&views[i].0.name, Progress { scanned: totals[i], written: done, total: totals[i] });
-        }
-        Ok(())
-    };
-    pipelined(writers, next, write)?;
-    Ok(Some(written.into_iter().map(|w| w.into_inner()).collect()))
-}
-
 /// Runs `write` on the chunks `next` yields, from `writers` threads at once
 /// (pipelined batches, as the store prefers), while the calling thread makes the
 /// next chunks. The first failure, of a write or of `next`, stops the rest.
 fn pipelined<T: Send>(
     writers: usize,
     mut next: impl FnMut() -> Option<Result<T, CoreError>>,
-    write: impl Fn(T) -> Result<(), CoreError> + Sync,
+    write: &(impl Fn(T) -> Result<(), CoreError> + Sync),
 ) -> Result<(), CoreError> {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<T>(writers);
@@ -412,42 +380,28 @@ pub fn materialize(
             None => groups.push(vec![p]),
         }
     }
-    let one = |v: &OnlineView, w: (i64, i64)| {
-        let t0 = std::time::Instant::now();
-        let result = runtime.block_on(materialize_view(offline, target, v, w, on_progress));
-        ViewOutcome { view: v.name.clone(), window: w, result, seconds: t0.elapsed().as_secs_f64() }
-    };
     let outcomes: Vec<ViewOutcome> = std::thread::scope(|s| {
         let jobs: Vec<_> = groups
             .iter()
             .map(|g| {
                 s.spawn(move || -> Vec<ViewOutcome> {
-                    if let [(v, w)] = g.as_slice() {
-                        return vec![one(v, *w)];
-                    }
                     let t0 = std::time::Instant::now();
-                    match runtime.block_on(materialize_group(offline, target, g, on_progress)) {
-                        Ok(Some(rows)) => g
-                            .iter()
-                            .zip(rows)
-                            .map(|((v, w), n)| ViewOutcome {
-                                view: v.name.clone(),
-                                window: *w,
-                                result: Ok(n),
-                                seconds: t0.elapsed().as_secs_f64(),
-                            })
-                            .collect(),
-                        // The store cannot keep only the latest rows: one view at a time.
-                        Ok(None) => g.iter().map(|(v, w)| one(v, *w)).collect(),
-                        Err(e) => g
-                            .iter()
-                            .map(|(v, w)| ViewOutcome {
-                                view: v.name.clone(),
-                                window: *w,
-                                result: Err(shared_failure(&e)),
-                                seconds: t0.elapsed().as_secs_f64(),
-                            })
-                            .collect(),
+                    let result = runtime.block_on(materialize_views(offline, target, g, on_progress));
+                    let seconds = t0.elapsed().as_secs_f64();
+                    let outcome = |(v, w): &PlannedView, result| ViewOutcome {
+                        view: v.name.clone(),
+                        window: *w,
+                        result,
+                        seconds,
+                    };
+                    match result {
+                        Ok(rows) => g.iter().zip(rows).map(|(p, n)| outcome(p, Ok(n))).collect(),
+                        // Views written together fail together; the first keeps the error itself.
+                        Err(e) => {
+                            let others: Vec<ViewOutcome> =
+                                g[1..].iter().map(|p| outcome(p, Err(shared_failure(&e)))).collect();
+                            std::iter::once(outcome(g[0], Err(e))).chain(others).collect()
+                        }
                     }
                 })
             })
