@@ -205,8 +205,8 @@ enum FsCommand {
         /// How often the registry is re-read in the background (e.g. 5s, 1m).
         #[arg(long, default_value = "5s")]
         registry_ttl: String,
-        /// Worker threads (default: one per CPU; reads are async, so more threads
-        /// only add context switches).
+        /// HTTP worker threads, each running its own connections (default: one
+        /// per CPU; reads are async, so more threads only add context switches).
         #[arg(long, short = 'w')]
         workers: Option<usize>,
         /// Largest request body accepted, in bytes.
@@ -657,6 +657,7 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 max_entities,
                 tokens,
                 access_log,
+                workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
             };
             init_logging();
             let store: std::sync::Arc<dyn amora_online::OnlineStore> = open_online(&root, &config)?.into();
@@ -672,8 +673,9 @@ fn feature_store(dir: &Path, cmd: FsCommand) -> anyhow::Result<()> {
                 server_config,
             )
             .map_err(|e| anyhow!("{e}"))?;
-            let threads = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
+            // Accepting, gRPC and materialization; HTTP requests run on `workers` threads of their own.
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
             rt.block_on(amora_server::serve(std::sync::Arc::new(service)))?;
             Ok(())
         }

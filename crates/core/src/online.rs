@@ -596,7 +596,7 @@ pub fn read_keys(
     now_micros: i64,
 ) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
     let cells = target.store.read(target.project, keys, &request.reads).map_err(CoreError::Online)?;
-    Ok(with_statuses(cells, &request.ttls, now_micros))
+    Ok(with_statuses(&cells, &request.ttls, now_micros))
 }
 
 /// [`read_keys`] through the store's async read (a server's request path).
@@ -607,33 +607,32 @@ pub async fn read_keys_async(
     now_micros: i64,
 ) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
     let cells = target.store.read_async(target.project, keys, &request.reads).await.map_err(CoreError::Online)?;
-    Ok(with_statuses(cells, &request.ttls, now_micros))
+    Ok(with_statuses(&cells, &request.ttls, now_micros))
 }
 
 /// Store cells -> values with Feast's statuses (TTL checked at `now_micros`).
-fn with_statuses(cells: Vec<Vec<Vec<amora_online::Cell>>>, ttls: &[u64], now_micros: i64) -> Vec<Vec<OnlineValue>> {
-    cells
-        .into_iter()
-        .map(|per_view| {
-            per_view
-                .into_iter()
-                .zip(ttls)
-                .flat_map(|(cells, ttl)| {
-                    cells.into_iter().map(move |c| {
-                        let value: Option<Value> =
-                            c.found.then(|| prost::Message::decode(c.value.as_slice()).ok()).flatten();
-                        let status = match (&value, c.event_ts) {
-                            (None, _) => Status::NotFound,
-                            (Some(Value { val: None }), _) => Status::NullValue,
-                            (Some(_), Some(ts)) if *ttl > 0 && ts < now_micros - *ttl as i64 * 1_000_000 => {
-                                Status::OutsideMaxAge
-                            }
-                            _ => Status::Present,
-                        };
-                        OnlineValue { value, status, event_ts: c.event_ts }
-                    })
-                })
-                .collect()
+fn with_statuses(cells: &amora_online::Cells, ttls: &[u64], now_micros: i64) -> Vec<Vec<OnlineValue>> {
+    (0..cells.entities())
+        .map(|e| {
+            let mut row = Vec::with_capacity(cells.shape().iter().sum());
+            let mut f = 0;
+            for (v, (n, ttl)) in cells.shape().iter().zip(ttls).enumerate() {
+                let event_ts = cells.stamp(e, v);
+                for i in f..f + n {
+                    let value: Option<Value> = cells.value(e, i).and_then(|b| prost::Message::decode(b).ok());
+                    let status = match (&value, event_ts) {
+                        (None, _) => Status::NotFound,
+                        (Some(Value { val: None }), _) => Status::NullValue,
+                        (Some(_), Some(ts)) if *ttl > 0 && ts < now_micros - *ttl as i64 * 1_000_000 => {
+                            Status::OutsideMaxAge
+                        }
+                        _ => Status::Present,
+                    };
+                    row.push(OnlineValue { value, status, event_ts });
+                }
+                f += n;
+            }
+            row
         })
         .collect()
 }

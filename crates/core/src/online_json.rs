@@ -110,6 +110,47 @@ pub fn format_ts(micros: i64) -> String {
         .unwrap_or_default()
 }
 
+/// [`format_ts`] written straight into `out`, in a few nanoseconds: the server
+/// writes two per entity. Years outside 1..=9999 go through chrono.
+fn write_ts(out: &mut Vec<u8>, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(1..=9999).contains(&year) {
+        out.extend_from_slice(format_ts(micros).as_bytes());
+        return;
+    }
+    fn digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+        let mut b = [0u8; 6];
+        for i in (0..width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend_from_slice(&b[..width]);
+    }
+    digits(out, year as u32, 4);
+    for (sep, v) in [(b'-', month), (b'-', day), (b'T', sod / 3600), (b':', sod / 60 % 60), (b':', sod % 60)] {
+        out.extend_from_slice(&[sep, b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+    }
+    if frac != 0 {
+        out.push(b'.');
+        let (value, width) = if frac.is_multiple_of(1000) { (frac / 1000, 3) } else { (frac, 6) };
+        digits(out, value, width);
+    }
+    out.push(b'Z');
+}
+
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 
 /// Feast's `/get-online-features` response: entity columns first (request order),
@@ -137,9 +178,8 @@ pub fn response(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineV
 }
 
 /// [`response`], serialized straight into bytes: the server's hot path (no JSON
-/// tree, each distinct event timestamp of a row formatted once).
+/// tree, no string per value or timestamp).
 pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineValue>]) -> Vec<u8> {
-    use std::io::Write;
     let mut out: Vec<u8> = Vec::with_capacity(256 + rows.len() * request.names.len() * 48);
     let n = rows.len();
     out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");
@@ -173,8 +213,6 @@ pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<O
         list(&mut out, "\"1970-01-01T00:00:00Z\"");
         out.extend_from_slice(b"]}");
     }
-    // Each row's distinct event timestamps (one per view), formatted once.
-    let mut stamps: Vec<Vec<(i64, String)>> = vec![Vec::new(); n];
     for f in 0..request.names.len() {
         if !first {
             out.push(b',');
@@ -208,15 +246,9 @@ pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<O
             match r[f].event_ts {
                 None => out.extend_from_slice(b"\"1970-01-01T00:00:00Z\""),
                 Some(ts) => {
-                    let cache = &mut stamps[i];
-                    let text = match cache.iter().position(|(t, _)| *t == ts) {
-                        Some(p) => &cache[p].1,
-                        None => {
-                            cache.push((ts, format_ts(ts)));
-                            &cache[cache.len() - 1].1
-                        }
-                    };
-                    let _ = write!(out, "\"{text}\"");
+                    out.push(b'"');
+                    write_ts(&mut out, ts);
+                    out.push(b'"');
                 }
             }
         }
@@ -419,6 +451,30 @@ mod tests {
         let tree = response(&request, &entities, &rows);
         let bytes: Json = serde_json::from_slice(&response_bytes(&request, &entities, &rows)).unwrap();
         assert_eq!(bytes, tree);
+    }
+
+    #[test]
+    fn the_fast_timestamp_writer_matches_chrono() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases: Vec<i64> = vec![0, -1, 1, 999_999, 1_000_000, -86_400_000_000, 951_782_400_000_000];
+        cases.extend([253_402_300_799_999_999, 253_402_300_800_000_000, -62_135_596_800_000_000, i64::MIN, i64::MAX]);
+        for _ in 0..20_000 {
+            let r = next() as i64;
+            // Any instant from year 1 to 9999, whole seconds, millis and micros alike.
+            let t = r.rem_euclid(315_537_897_600_000_000) - 62_135_596_800_000_000;
+            cases.extend([t, t - t.rem_euclid(1000), t - t.rem_euclid(1_000_000)]);
+        }
+        for t in cases {
+            let mut out = Vec::new();
+            write_ts(&mut out, t);
+            assert_eq!(String::from_utf8(out).unwrap(), format_ts(t), "{t}");
+        }
     }
 
     #[test]

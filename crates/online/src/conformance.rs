@@ -30,7 +30,8 @@ fn feats() -> Vec<String> {
 }
 
 fn read_one(store: &dyn OnlineStore, project: &str, user: i64, view: &str) -> Vec<(Option<Value>, Option<i64>, bool)> {
-    let out = store.read(project, &[key(user)], &[ViewRead { view: view.into(), features: feats() }]).expect("read");
+    let out =
+        store.read(project, &[key(user)], &[ViewRead { view: view.into(), features: feats() }]).expect("read").nested();
     out[0][0]
         .iter()
         .map(|c| (c.found.then(|| prost::Message::decode(c.value.as_slice()).expect("a Value")), c.event_ts, c.found))
@@ -55,13 +56,53 @@ fn async_reads_match_blocking_reads(store: &dyn OnlineStore, p: &str) {
     store.write(p, "v", &feats(), &[row(1, 1_000_000, 1.5, Some("x")), row(2, 2_000_000, 2.5, None)]).unwrap();
     let views = [ViewRead { view: "v".into(), features: feats() }, ViewRead { view: "w".into(), features: feats() }];
     let keys: Vec<Vec<u8>> = (0..4).map(key).collect();
-    let blocking = store.read(p, &keys, &views).unwrap();
+    let blocking = store.read(p, &keys, &views).unwrap().nested();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         for _ in 0..16 {
-            assert_eq!(store.read_async(p, &keys, &views).await.unwrap(), blocking);
+            assert_eq!(store.read_async(p, &keys, &views).await.unwrap().nested(), blocking);
+        }
+        // Many reads at once (pipelined together on a shared connection), each
+        // of different keys: each gets its own answer.
+        let views = &views;
+        let reads = (0..64usize).map(|i| {
+            let keys: Vec<Vec<u8>> = (0..=(i % 4) as i64).rev().map(key).collect();
+            async move { (keys.len(), store.read_async(p, &keys, views).await.unwrap().nested()) }
+        });
+        for (n, got) in futures_join(reads).await {
+            let want: Vec<_> = blocking[..n].iter().rev().cloned().collect();
+            assert_eq!(got, want);
         }
     });
+    // A runtime that ends takes its connections' tasks with it; the next one reads on.
+    for _ in 0..2 {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { assert_eq!(store.read_async(p, &keys, &views).await.unwrap().nested(), blocking) });
+    }
+}
+
+/// Runs futures concurrently on the current task, results in order.
+async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in pinned.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 fn double(v: f64) -> Option<Value> {
@@ -80,8 +121,10 @@ fn write_then_read(store: &dyn OnlineStore, p: &str) {
     let r = read_one(store, p, 3, "v");
     assert!(r.iter().all(|c| !c.2 && c.1.is_none()), "{r:?}");
     // Reads return entities in the order asked.
-    let out =
-        store.read(p, &[key(2), key(3), key(1)], &[ViewRead { view: "v".into(), features: vec!["a".into()] }]).unwrap();
+    let out = store
+        .read(p, &[key(2), key(3), key(1)], &[ViewRead { view: "v".into(), features: vec!["a".into()] }])
+        .unwrap()
+        .nested();
     let vals: Vec<bool> = out.iter().map(|e| e[0][0].found).collect();
     assert_eq!(vals, vec![true, false, true]);
 }
@@ -102,7 +145,8 @@ fn views_are_independent(store: &dyn OnlineStore, p: &str) {
     assert_eq!(read_one(store, p, 1, "v1")[0].0, double(1.0));
     assert_eq!(read_one(store, p, 1, "v2")[0], (double(2.0), Some(50), true));
     // Reading a feature the view does not have: not found, the view's timestamp still known.
-    let out = store.read(p, &[key(1)], &[ViewRead { view: "v1".into(), features: vec!["zz".into()] }]).unwrap();
+    let out =
+        store.read(p, &[key(1)], &[ViewRead { view: "v1".into(), features: vec!["zz".into()] }]).unwrap().nested();
     assert!(!out[0][0][0].found);
 }
 
@@ -124,11 +168,11 @@ fn views_written_together_as_apart(store: &dyn OnlineStore, p: &str) {
         .unwrap();
     assert_eq!(read_one(store, p, 1, "v1")[0], (double(1.0), Some(100), true), "an equal timestamp does not replace");
     assert_eq!(read_one(store, p, 2, "v1")[0], (double(4.0), Some(6), true), "the newest in a batch wins");
-    let b = store.read(p, &[key(1)], &[ViewRead { view: "v2".into(), features: f2.clone() }]).unwrap();
+    let b = store.read(p, &[key(1)], &[ViewRead { view: "v2".into(), features: f2.clone() }]).unwrap().nested();
     assert_eq!(b[0][0][0].value, encode(Some(Val::StringVal("y".into()))));
     assert_eq!(b[0][0][0].event_ts, Some(20));
     assert_eq!(read_one(store, p, 1, "v3")[0], (double(7.0), Some(1), true), "a view not written is untouched");
-    let none = store.read(p, &[key(2)], &[ViewRead { view: "v2".into(), features: f2 }]).unwrap();
+    let none = store.read(p, &[key(2)], &[ViewRead { view: "v2".into(), features: f2 }]).unwrap().nested();
     assert!(!none[0][0][0].found, "an entity without a v2 row has none");
 }
 

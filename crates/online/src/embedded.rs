@@ -13,7 +13,7 @@ use std::path::Path;
 use amora_proto::online::murmur3_32;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use crate::{Cell, OnlineError, OnlineStore, ViewRead, WriteRow};
+use crate::{Cells, OnlineError, OnlineStore, ViewRead, WriteRow};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online.v2");
 /// The first layout: `i64le event_ts | (u32le len(name) | name | u32le len(value) | value)*`.
@@ -203,47 +203,42 @@ impl OnlineStore for EmbeddedStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    fn read(
-        &self,
-        project: &str,
-        entity_keys: &[Vec<u8>],
-        views: &[ViewRead],
-    ) -> Result<Vec<Vec<Vec<Cell>>>, OnlineError> {
+    fn read(&self, project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Result<Cells, OnlineError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = match txn.open_table(TABLE) {
             Ok(t) => Some(t),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(self.err(e)),
         };
-        let mut out = Vec::with_capacity(entity_keys.len());
+        let ids: Vec<Vec<_>> = views.iter().map(|v| v.features.iter().map(|f| field_id(f)).collect()).collect();
+        let prefixes: Vec<Vec<u8>> = views.iter().map(|v| prefix(project, &v.view)).collect();
+        let mut out = Cells::builder(views);
+        let mut key = Vec::new();
         for ek in entity_keys {
-            let mut per_view = Vec::with_capacity(views.len());
-            for v in views {
-                let mut key = prefix(project, &v.view);
+            for (p, ids) in prefixes.iter().zip(&ids) {
+                key.clear();
+                key.extend_from_slice(p);
                 key.extend_from_slice(ek);
                 let row = match &table {
                     Some(t) => t.get(key.as_slice()).map_err(|e| self.err(e))?,
                     None => None,
                 };
-                let cells = match row {
-                    None => v.features.iter().map(|_| Cell { value: vec![], event_ts: None, found: false }).collect(),
+                match row {
+                    None => {
+                        out.push_stamp(None);
+                        ids.iter().for_each(|_| out.push(None));
+                    }
                     Some(guard) => {
                         let bytes = guard.value();
-                        let ts = event_ts(bytes);
-                        v.features
-                            .iter()
-                            .map(|f| match fields(bytes).find(|(id, _)| *id == field_id(f)).map(|(_, v)| v) {
-                                Some(val) => Cell { value: val.to_vec(), event_ts: ts, found: true },
-                                None => Cell { value: vec![], event_ts: ts, found: false },
-                            })
-                            .collect()
+                        out.push_stamp(event_ts(bytes));
+                        for id in ids {
+                            out.push(fields(bytes).find(|(f, _)| f == id).map(|(_, v)| v));
+                        }
                     }
-                };
-                per_view.push(cells);
+                }
             }
-            out.push(per_view);
         }
-        Ok(out)
+        Ok(out.finish())
     }
 
     fn delete_view(
@@ -274,6 +269,7 @@ impl OnlineStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Cell;
 
     #[test]
     fn rows_of_the_first_layout_are_rewritten_at_open() {
@@ -301,7 +297,7 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let read = |store: &EmbeddedStore| {
             let views = [ViewRead { view: "v".into(), features: vec!["b".into(), "a".into(), "c".into()] }];
-            store.read("p", &[b"entity".to_vec()], &views).unwrap().remove(0).remove(0)
+            store.read("p", &[b"entity".to_vec()], &views).unwrap().nested().remove(0).remove(0)
         };
         let cells = read(&store);
         assert_eq!(cells[0], Cell { value: vec![], event_ts: Some(42), found: true });

@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod embedded;
 pub mod redis_store;
+mod resp;
 
 /// One entity's values for one feature view, as materialization writes them.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +94,7 @@ pub struct ViewRows<'a> {
     pub rows: &'a [WriteRow],
 }
 
-/// What a read returns for one feature of one entity.
+/// What a read returns for one feature of one entity ([`Cells::nested`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     /// Serialized `feast.types.Value`; empty for null or missing.
@@ -101,6 +102,128 @@ pub struct Cell {
     /// The view's event timestamp for this entity (microseconds), if the entity has the view.
     pub event_ts: Option<i64>,
     pub found: bool,
+}
+
+/// What [`OnlineStore::read`] returns, flat: for each entity and each requested
+/// feature (views in request order, each view's features in order) a slice of
+/// one shared buffer, and each view's event timestamp per entity. A server
+/// reads a hundred entities with a handful of allocations, not thousands.
+#[derive(Debug, Clone, Default)]
+pub struct Cells {
+    data: bytes::Bytes,
+    /// `entities x width`: `(start, end)` in `data`; `start == MISSING`: not found.
+    spans: Vec<(u32, u32)>,
+    /// `entities x views`: the view's event timestamp for the entity.
+    stamps: Vec<Option<i64>>,
+    /// Features per view.
+    shape: Vec<usize>,
+    width: usize,
+}
+
+const MISSING: u32 = u32::MAX;
+
+impl Cells {
+    /// A result for `views` to fill value by value, over a buffer of its own.
+    pub fn builder(views: &[ViewRead]) -> CellsBuilder {
+        CellsBuilder { data: Vec::new(), cells: Cells::shaped(views, bytes::Bytes::new()) }
+    }
+
+    fn shaped(views: &[ViewRead], data: bytes::Bytes) -> Cells {
+        let shape: Vec<usize> = views.iter().map(|v| v.features.len()).collect();
+        Cells { data, spans: Vec::new(), stamps: Vec::new(), width: shape.iter().sum(), shape }
+    }
+
+    /// A result whose values are slices of `data` already in place (a store's raw
+    /// reply): `spans` and `stamps` as [`Cells`] keeps them, `None` = not found.
+    pub fn from_parts(
+        views: &[ViewRead],
+        data: bytes::Bytes,
+        spans: impl IntoIterator<Item = Option<(usize, usize)>>,
+        stamps: Vec<Option<i64>>,
+    ) -> Cells {
+        let mut c = Cells::shaped(views, data);
+        c.spans = spans.into_iter().map(|s| s.map_or((MISSING, 0), |(a, b)| (a as u32, b as u32))).collect();
+        c.stamps = stamps;
+        debug_assert_eq!(c.spans.len(), c.stamps.len() / c.shape.len().max(1) * c.width);
+        c
+    }
+
+    /// Entities read.
+    pub fn entities(&self) -> usize {
+        self.stamps.len().checked_div(self.shape.len()).unwrap_or(0)
+    }
+
+    /// Features per view, in request order.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The serialized value of feature `feature` (over all views, in order) for
+    /// entity `entity`; `None` when the entity or the field is missing.
+    pub fn value(&self, entity: usize, feature: usize) -> Option<&[u8]> {
+        let (a, b) = self.spans[entity * self.width + feature];
+        (a != MISSING).then(|| &self.data[a as usize..b as usize])
+    }
+
+    /// View `view`'s event timestamp (microseconds) for entity `entity`.
+    pub fn stamp(&self, entity: usize, view: usize) -> Option<i64> {
+        self.stamps[entity * self.shape.len() + view]
+    }
+
+    /// `out[entity][view][feature]`, each value copied: for tests and callers
+    /// that are not on a hot path.
+    pub fn nested(&self) -> Vec<Vec<Vec<Cell>>> {
+        (0..self.entities())
+            .map(|e| {
+                let mut f = 0;
+                self.shape
+                    .iter()
+                    .enumerate()
+                    .map(|(v, n)| {
+                        let ts = self.stamp(e, v);
+                        let cells = (f..f + n)
+                            .map(|i| match self.value(e, i) {
+                                Some(value) => Cell { value: value.to_vec(), event_ts: ts, found: true },
+                                None => Cell { value: vec![], event_ts: ts, found: false },
+                            })
+                            .collect();
+                        f += n;
+                        cells
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Builds [`Cells`] entity by entity, view by view: a stamp, then the view's values.
+pub struct CellsBuilder {
+    data: Vec<u8>,
+    cells: Cells,
+}
+
+impl CellsBuilder {
+    /// The next view's event timestamp for the current entity.
+    pub fn push_stamp(&mut self, ts: Option<i64>) {
+        self.cells.stamps.push(ts);
+    }
+
+    /// The next value (`None`: not found), copied into the shared buffer.
+    pub fn push(&mut self, value: Option<&[u8]>) {
+        let span = match value {
+            Some(v) => {
+                let a = self.data.len() as u32;
+                self.data.extend_from_slice(v);
+                (a, self.data.len() as u32)
+            }
+            None => (MISSING, 0),
+        };
+        self.cells.spans.push(span);
+    }
+
+    pub fn finish(self) -> Cells {
+        Cells { data: self.data.into(), ..self.cells }
+    }
 }
 
 /// The features of one view to read.
@@ -118,8 +241,7 @@ pub enum OnlineError {
 }
 
 /// What [`OnlineStore::read_async`] returns.
-pub type ReadFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Vec<Vec<Cell>>>, OnlineError>> + Send + 'a>>;
+pub type ReadFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Cells, OnlineError>> + Send + 'a>>;
 
 /// An online store. Writes replace a view's values for an entity only when the
 /// event timestamp is strictly newer, and never touch other views' values.
@@ -152,13 +274,8 @@ pub trait OnlineStore: Send + Sync {
         views.iter().try_for_each(|v| self.write(project, v.view, v.features, v.rows))
     }
 
-    /// Reads, for each entity key, each view's features: `out[entity][view][feature]`.
-    fn read(
-        &self,
-        project: &str,
-        entity_keys: &[Vec<u8>],
-        views: &[ViewRead],
-    ) -> Result<Vec<Vec<Vec<Cell>>>, OnlineError>;
+    /// Reads, for each entity key, each view's features (see [`Cells`]).
+    fn read(&self, project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Result<Cells, OnlineError>;
 
     /// [`OnlineStore::read`] for async servers. Stores whose reads block on the
     /// network override it (Redis multiplexes concurrent requests on one

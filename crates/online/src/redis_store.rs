@@ -11,10 +11,20 @@ use std::time::Duration;
 
 use amora_proto::online::{decode_timestamp, encode_timestamp, feature_field, redis_key, timestamp_field};
 
-use crate::{Cell, OnlineError, OnlineStore, ViewRead, ViewRows, WriteRow};
+use crate::resp::{self, Pipelined};
+use crate::{Cells, OnlineError, OnlineStore, ViewRead, ViewRows, WriteRow};
 
-/// Multiplexed connections per store for async reads.
-const MULTIPLEXED: usize = 2;
+/// Pipelined read connections per store, at most: one per thread that reads
+/// (a thread-per-core server's workers each get their own).
+const READERS: usize = 16;
+
+/// This thread's reader connection among `n`: threads are numbered as they
+/// first read, so each of up to `n` threads has its own.
+fn reader_slot(n: usize) -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local!(static SLOT: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    SLOT.with(|s| *s) % n
+}
 
 enum Client {
     Single(redis::Client),
@@ -32,14 +42,16 @@ pub struct RedisStore {
     nodes: Vec<String>,
     address: String,
     password: Option<String>,
+    db: i64,
     key_ttl_seconds: Option<u64>,
     timeout: Duration,
     pool: std::sync::Mutex<Vec<Conn>>,
-    /// A few multiplexed connections for async reads (standalone), taken in
-    /// turn: concurrent requests share each one, their commands pipelined
-    /// together, and replies are parsed on more than one task.
-    multiplexed: Vec<std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>>,
-    next_multiplexed: std::sync::atomic::AtomicUsize,
+    /// Blocking connections for a standalone server's packed writes ([`resp::Blocking`]).
+    writers: std::sync::Mutex<Vec<resp::Blocking>>,
+    /// Pipelined connections for async reads (standalone), by thread
+    /// ([`reader_slot`]): concurrent requests of a thread share one, their
+    /// commands sent together, replies parsed in place ([`resp`]).
+    readers: Vec<std::sync::Mutex<Option<std::sync::Arc<Pipelined>>>>,
     /// Buffers for packed commands, reused: a fresh megabyte per batch costs
     /// more in page faults than the packing itself.
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
@@ -125,11 +137,12 @@ impl RedisStore {
             nodes,
             address,
             password,
+            db,
             key_ttl_seconds,
             timeout,
             pool: std::sync::Mutex::new(Vec::new()),
-            multiplexed: (0..MULTIPLEXED).map(|_| std::sync::Mutex::new(None)).collect(),
-            next_multiplexed: std::sync::atomic::AtomicUsize::new(0),
+            writers: std::sync::Mutex::new(Vec::new()),
+            readers: (0..READERS).map(|_| std::sync::Mutex::new(None)).collect(),
             buffers: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -169,13 +182,34 @@ impl RedisStore {
         result.map_err(|e| self.err(e))
     }
 
+    /// One packed pipeline of `p.count` commands on a pooled writer connection:
+    /// `f` gets the replies' elements (per reply, in order) and their bytes. A
+    /// connection that failed in any way is dropped, not pooled.
+    fn round_trip<T>(
+        &self,
+        p: &Packed,
+        f: impl FnOnce(&[u8], &[resp::Span], &[usize]) -> Result<T, OnlineError>,
+    ) -> Result<T, OnlineError> {
+        let pooled = self.writers.lock().map(|mut w| w.pop()).unwrap_or(None);
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => resp::Blocking::connect(&self.nodes[0], self.password.as_deref(), self.db, self.timeout)
+                .map_err(|e| self.err(e))?,
+        };
+        let (elements, counts) = conn.round_trip(&p.buf, p.count).map_err(|e| self.err(e))?;
+        let result = f(conn.data(), &elements, &counts);
+        if let Ok(mut w) = self.writers.lock() {
+            w.push(conn);
+        }
+        result
+    }
+
     /// [`OnlineStore::write_views`] on a standalone server, in two round trips:
     /// one `HMGET key _ts:<view>...` per entity key, then one `HSET` per entity
     /// with the fields of every view whose row is strictly newer (and `EXPIRE`).
     /// The commands are packed straight into one reused buffer (no command
     /// objects per row) and the replies checked as they come.
     fn write_views_packed(&self, project: &str, views: &[ViewRows<'_>]) -> Result<(), OnlineError> {
-        use redis::ConnectionLike;
         let ts_fields: Vec<Vec<u8>> = views.iter().map(|v| timestamp_field(v.view)).collect();
         let fields: Vec<Vec<[u8; 4]>> =
             views.iter().map(|v| v.features.iter().map(|f| feature_field(v.view, f)).collect()).collect();
@@ -209,32 +243,19 @@ impl RedisStore {
                 p.arg(&ts_fields[*v]);
             }
         }
-        let replies = self.with_conn(|c| match c {
-            Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
-            Conn::Cluster(_) => unreachable!("a standalone client"),
+        let stored = self.round_trip(&p, |data, elements, counts| {
+            if counts.iter().zip(&groups).any(|(n, g)| *n != g.len()) {
+                return Err(self.err("HMGET answered a different number of fields than asked"));
+            }
+            Ok(elements.iter().map(|e| e.and_then(|(a, b)| decode_timestamp(&data[a..b]))).collect::<Vec<_>>())
         });
-        let replies = match replies {
-            Ok(r) => r,
+        let stored = match stored {
+            Ok(s) => s,
             Err(e) => {
                 self.recycle(p);
                 return Err(e);
             }
         };
-        let unexpected = |v: &redis::Value| self.err(format!("unexpected reply to HMGET: {v:?}"));
-        let mut stored: Vec<Option<i64>> = Vec::with_capacity(refs.len());
-        for reply in replies {
-            let redis::Value::Array(values) = reply else { return Err(unexpected(&reply)) };
-            for v in values {
-                stored.push(match v {
-                    redis::Value::BulkString(b) => decode_timestamp(&b),
-                    redis::Value::Nil => None,
-                    other => return Err(unexpected(&other)),
-                });
-            }
-        }
-        if stored.len() != refs.len() {
-            return Err(self.err("HMGET answered a different number of fields than asked"));
-        }
         p.buf.clear();
         p.count = 0;
         for g in &groups {
@@ -271,15 +292,9 @@ impl RedisStore {
             self.recycle(p);
             return Ok(());
         }
-        let replies = self.with_conn(|c| match c {
-            Conn::Single(c) => c.req_packed_commands(&p.buf, 0, p.count),
-            Conn::Cluster(_) => unreachable!("a standalone client"),
-        });
+        let written = self.round_trip(&p, |_, _, _| Ok(()));
         self.recycle(p);
-        match replies?.into_iter().find(|v| matches!(v, redis::Value::ServerError(_))) {
-            Some(e) => Err(self.err(format!("{e:?}"))),
-            None => Ok(()),
-        }
+        written
     }
 
     /// Returns a packing buffer to the pool (a few are kept, emptied).
@@ -392,19 +407,24 @@ impl OnlineStore for RedisStore {
         }
     }
 
-    fn read(
-        &self,
-        project: &str,
-        entity_keys: &[Vec<u8>],
-        views: &[ViewRead],
-    ) -> Result<Vec<Vec<Vec<Cell>>>, OnlineError> {
+    fn read(&self, project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Result<Cells, OnlineError> {
         if views.is_empty() || entity_keys.is_empty() {
-            return Ok(entity_keys.iter().map(|_| views.iter().map(|_| Vec::new()).collect()).collect());
+            return Ok(Cells::from_parts(views, Default::default(), [], vec![None; entity_keys.len() * views.len()]));
         }
         // One HMGET per entity key with the fields of every view: one round trip.
         let cmds = hmgets(project, entity_keys, views);
         let replies: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|c| run(c, cmds))?;
-        Ok(cells(replies, views))
+        let mut out = Cells::builder(views);
+        for reply in replies {
+            let mut reply = reply.into_iter();
+            for v in views {
+                out.push_stamp(reply.next().flatten().as_deref().and_then(decode_timestamp));
+                for _ in &v.features {
+                    out.push(reply.next().flatten().as_deref());
+                }
+            }
+        }
+        Ok(out.finish())
     }
 
     fn read_async<'a>(
@@ -414,46 +434,43 @@ impl OnlineStore for RedisStore {
         views: &'a [ViewRead],
     ) -> crate::ReadFuture<'a> {
         Box::pin(async move {
-            let Client::Single(client) = &self.client else {
+            if matches!(self.client, Client::Cluster(_)) || views.is_empty() || entity_keys.is_empty() {
                 // A cluster reads through its blocking pooled connections.
                 return self.read(project, entity_keys, views);
-            };
-            if views.is_empty() || entity_keys.is_empty() {
-                return self.read(project, entity_keys, views);
             }
-            let n = self.next_multiplexed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % MULTIPLEXED;
-            let slot = &self.multiplexed[n];
-            let cached = slot.lock().ok().and_then(|c| c.clone());
-            let mut conn = match cached {
+            let slot = &self.readers[reader_slot(self.readers.len())];
+            let cached = slot.lock().ok().and_then(|c| c.clone()).filter(|c| c.usable());
+            let conn = match cached {
                 Some(c) => c,
                 None => {
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout));
-                    let c =
-                        client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.err(e))?;
+                    let c = Pipelined::connect(&self.nodes[0], self.password.as_deref(), self.db, self.timeout)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    let c = std::sync::Arc::new(c);
                     if let Ok(mut slot) = slot.lock() {
                         *slot = Some(c.clone());
                     }
                     c
                 }
             };
-            let mut p = redis::pipe();
-            for cmd in hmgets(project, entity_keys, views) {
-                p.add_command(cmd);
+            let (packed, width) = packed_hmgets(project, entity_keys, views);
+            let replies = conn.call(packed, entity_keys.len(), self.timeout).await.map_err(|e| self.err(e))?;
+            if replies.counts.iter().any(|&n| n != width) {
+                return Err(self.err(format!("HMGET answered {:?} fields, not {width}", replies.counts)));
             }
-            match p.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn).await {
-                Ok(replies) => Ok(cells(replies, views)),
-                Err(e) => {
-                    // A broken connection is replaced on the next read.
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
-                        if let Ok(mut slot) = slot.lock() {
-                            *slot = None;
-                        }
-                    }
-                    Err(self.err(e))
+            // Each reply: per view, `_ts:<view>` and then the view's values.
+            let mut stamps = Vec::with_capacity(entity_keys.len() * views.len());
+            let mut spans = Vec::with_capacity(entity_keys.len() * (width - views.len()));
+            let data = &replies.data;
+            for reply in replies.elements.chunks(width) {
+                let mut at = 0;
+                for v in views {
+                    stamps.push(reply[at].and_then(|(a, b)| decode_timestamp(&data[a..b])));
+                    spans.extend_from_slice(&reply[at + 1..at + 1 + v.features.len()]);
+                    at += 1 + v.features.len();
                 }
             }
+            Ok(Cells::from_parts(views, replies.data, spans, stamps))
         })
     }
 
@@ -497,27 +514,26 @@ fn hmgets(project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Vec<red
     entity_keys.iter().map(|ek| redis::cmd("HMGET").arg(redis_key(ek, project)).arg(&fields).clone()).collect()
 }
 
-/// HMGET replies -> `out[entity][view][feature]`.
-fn cells(replies: Vec<Vec<Option<Vec<u8>>>>, views: &[ViewRead]) -> Vec<Vec<Vec<Cell>>> {
-    replies
-        .into_iter()
-        .map(|reply| {
-            let mut reply = reply.into_iter();
-            views
-                .iter()
-                .map(|v| {
-                    let ts = reply.next().flatten().as_deref().and_then(decode_timestamp);
-                    v.features
-                        .iter()
-                        .map(|_| match reply.next().flatten() {
-                            Some(value) => Cell { value, event_ts: ts, found: true },
-                            None => Cell { value: vec![], event_ts: ts, found: false },
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .collect()
+/// [`hmgets`] packed for the pipelined reader: the commands and the fields per reply.
+fn packed_hmgets(project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> (Vec<u8>, usize) {
+    let mut fields = Vec::new();
+    let mut width = 0;
+    for v in views {
+        resp::bulk(&mut fields, &timestamp_field(&v.view));
+        for f in &v.features {
+            resp::bulk(&mut fields, &feature_field(&v.view, f));
+        }
+        width += 1 + v.features.len();
+    }
+    let per_key = 32 + project.len() + fields.len();
+    let mut p = Packed { buf: Vec::with_capacity(entity_keys.iter().map(|k| k.len() + per_key).sum()), count: 0 };
+    for ek in entity_keys {
+        p.command(2 + width);
+        p.arg(b"HMGET");
+        p.arg2(ek, project.as_bytes());
+        p.buf.extend_from_slice(&fields);
+    }
+    (p.buf, width)
 }
 
 /// Which rows to write: those strictly newer than what is stored (`stored(i)`,
@@ -539,20 +555,7 @@ struct Packed {
 
 impl Packed {
     fn number(&mut self, lead: u8, n: usize) {
-        self.buf.push(lead);
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.buf.extend_from_slice(&digits[at..]);
-        self.buf.extend_from_slice(b"\r\n");
+        resp::header(&mut self.buf, lead, n);
     }
 
     /// Starts a command of `args` arguments (its name included).
@@ -597,6 +600,15 @@ mod tests {
         expected.extend(redis::cmd("GET").arg("k").get_packed_command());
         assert_eq!(p.buf, expected);
         assert_eq!(p.count, 2);
+        // The reader's HMGETs: what `hmgets` builds as commands.
+        let views = [
+            ViewRead { view: "v".into(), features: vec!["a".into(), "b".into()] },
+            ViewRead { view: "w".into(), features: vec!["c".into()] },
+        ];
+        let keys = [b"\x01k".to_vec(), vec![]];
+        let (packed, width) = packed_hmgets("proj", &keys, &views);
+        let expected: Vec<u8> = hmgets("proj", &keys, &views).iter().flat_map(|c| c.get_packed_command()).collect();
+        assert_eq!((packed, width), (expected, 5));
     }
 
     #[test]

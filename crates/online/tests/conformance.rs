@@ -68,5 +68,5 @@ fn redis_cluster_conforms() {
     let row = amora_online::WriteRow { entity_key: key.clone(), event_ts: 1, values: vec![vec![0x20, 0x01]].into() };
     store.write(&p, "v", &["a".into()], &[row]).unwrap();
     let out = store.read(&p, &[key], &[ViewRead { view: "v".into(), features: vec!["a".into()] }]).unwrap();
-    assert_eq!(out[0][0][0].value, vec![0x20, 0x01]);
+    assert_eq!(out.value(0, 0).unwrap(), vec![0x20, 0x01]);
 }

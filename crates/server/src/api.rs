@@ -450,7 +450,9 @@ async fn materialize(service: &Arc<Service>, b: MaterializeBody, ranged: bool, q
         Running(service.clone(), names.clone())
     };
     let svc = service.clone();
-    let runtime = tokio::runtime::Handle::current();
+    // Materialization runs on the server's multi-threaded runtime, off the HTTP workers.
+    let runtime = service.background();
+    let background = runtime.clone();
     let job = move || -> Result<(), ApiError> {
         let _running = running;
         let target = Target { store: svc.store.as_ref(), project: &svc.project, version: svc.entity_key_version };
@@ -482,7 +484,7 @@ async fn materialize(service: &Arc<Service>, b: MaterializeBody, ranged: bool, q
         }
     };
     if query.split('&').any(|p| p == "async=true") {
-        tokio::task::spawn_blocking(move || {
+        background.spawn_blocking(move || {
             if let Err(e) = job() {
                 tracing::warn!("asynchronous materialization failed: {}", e.message);
             }
@@ -490,7 +492,8 @@ async fn materialize(service: &Arc<Service>, b: MaterializeBody, ranged: bool, q
         let body = json!({"status": "accepted", "feature_views": names});
         return Ok(json_reply(StatusCode::ACCEPTED, serde_json::to_vec(&body).unwrap_or_default()));
     }
-    tokio::task::spawn_blocking(job)
+    background
+        .spawn_blocking(job)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "RuntimeError", e.to_string()))??;
     Ok(ok_json(&Json::Null))

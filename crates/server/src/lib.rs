@@ -4,8 +4,8 @@
 //! Requests never wait on the registry: a background thread re-reads it every
 //! `registry_ttl` and swaps the parsed snapshot in atomically; a broken registry
 //! keeps the last good one (reported by `/health`, `/metrics` and the log).
-//! Online-store calls are synchronous and short (microseconds embedded, one round
-//! trip for Redis) and run on the request's worker thread.
+//! Online reads run on the request's HTTP worker thread (microseconds embedded,
+//! one pipelined round trip for Redis); materialization runs off those threads.
 
 mod api;
 mod grpc;
@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// Bearer tokens; empty means no authentication.
     pub tokens: HashSet<String>,
     pub access_log: bool,
+    /// HTTP worker threads, each with a runtime of its own (thread per core).
+    pub workers: usize,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -53,6 +55,9 @@ pub struct Service {
     registry_status: Mutex<RegistryStatus>,
     materializing: Mutex<HashSet<String>>,
     pub metrics: metrics::Metrics,
+    /// The multi-threaded runtime `serve` runs on: heavy work (materialization)
+    /// goes there, never onto an HTTP worker's own runtime.
+    background: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 /// One parsed registry and the online requests resolved against it.
@@ -114,7 +119,13 @@ impl Service {
             registry_status: Mutex::new(RegistryStatus::default()),
             materializing: Mutex::new(HashSet::new()),
             metrics: metrics::Metrics::default(),
+            background: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where heavy work runs: `serve`'s runtime (the current one before `serve`).
+    pub(crate) fn background(&self) -> tokio::runtime::Handle {
+        self.background.get().cloned().unwrap_or_else(tokio::runtime::Handle::current)
     }
 
     /// The registry being served (a cheap clone of an `Arc`).
@@ -165,11 +176,19 @@ impl Service {
     }
 }
 
+/// A connection handed to an HTTP worker, with its graceful-shutdown watcher.
+type Accepted = (std::net::TcpStream, hyper_util::server::graceful::Watcher);
+
 /// Serves until SIGINT or SIGTERM, then finishes in-flight requests (up to 30 s).
+///
+/// Runs on a multi-threaded runtime that accepts connections, serves gRPC and
+/// does heavy work; HTTP connections are handed round-robin to
+/// `config.workers` threads that each run a single-threaded runtime, so a
+/// request's wake-ups (socket, Redis reply) stay on one thread.
 pub async fn serve(service: Arc<Service>) -> std::io::Result<()> {
-    use hyper_util::rt::TokioIo;
     let listener = tokio::net::TcpListener::bind(service.config.addr).await?;
     tracing::info!("serving project {} on http://{}", service.project, listener.local_addr()?);
+    let _ = service.background.set(tokio::runtime::Handle::current());
     // The registry refresher: a plain thread, since registry stores block.
     let refresher = Arc::downgrade(&service);
     let ttl = service.config.registry_ttl;
@@ -192,35 +211,45 @@ pub async fn serve(service: Arc<Service>) -> std::io::Result<()> {
         }
         None => None,
     };
+    let (finished, finish) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    let mut handoff = Vec::new();
+    for i in 0..service.config.workers.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
+        let (service, finish) = (service.clone(), finish.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("amora-http-{i}"))
+                .spawn(move || rt.block_on(http_worker(service, rx, finish)))?,
+        );
+        handoff.push(tx);
+    }
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut next = 0usize;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
+                let stream = match accepted.and_then(|(s, _)| s.into_std()) {
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let service = service.clone();
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(
-                    TokioIo::new(stream),
-                    hyper::service::service_fn(move |req| api::handle(service.clone(), req)),
-                );
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                next = (next + 1) % handoff.len();
+                if handoff[next].send((stream, graceful.watcher())).is_err() {
+                    tracing::warn!("HTTP worker {next} is gone; dropping a connection");
+                }
             }
             _ = &mut shutdown => break,
         }
     }
     tracing::info!("shutting down: finishing in-flight requests");
     drop(listener);
+    drop(handoff);
     let _ = stop.send(true);
     if let Some(g) = grpc {
         let _ = g.await;
@@ -229,7 +258,38 @@ pub async fn serve(service: Arc<Service>) -> std::io::Result<()> {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("gave up waiting for connections after 30 s"),
     }
+    let _ = finished.send(true);
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     Ok(())
+}
+
+/// One HTTP worker: serves the connections it is handed until the acceptor is
+/// done, then keeps running them until `finish` says all have closed.
+async fn http_worker(
+    service: Arc<Service>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    mut finish: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::TokioIo;
+    while let Some((stream, watcher)) = rx.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot serve a connection: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |req| api::handle(service.clone(), req)),
+        );
+        tokio::spawn(watcher.watch(conn));
+    }
+    let _ = finish.wait_for(|done| *done).await;
 }
 
 async fn shutdown_signal() {
