@@ -158,7 +158,8 @@ pub async fn materialize_views(
     // The current batch's rows (of view `.0`); entities still waiting for another
     // view's row; then, when the scans end, those entities as they are.
     let mut pending: (usize, std::vec::IntoIter<WriteRow>) = (0, Vec::new().into_iter());
-    let mut waiting: HashMap<Vec<u8>, Vec<Option<WriteRow>>, crate::latest::FxBuild> = HashMap::default();
+    let mut waiting: HashMap<Vec<u8>, Vec<Option<WriteRow>>, crate::latest::FxBuild> =
+        HashMap::with_capacity_and_hasher(if n > 1 { entities.min(1 << 22) } else { 0 }, Default::default());
     let mut leftover: Option<std::collections::hash_map::IntoValues<Vec<u8>, Vec<Option<WriteRow>>>> = None;
     // Entities ready to write, `count` of them.
     let mut ready: Vec<Vec<WriteRow>> = (0..n).map(|_| Vec::new()).collect();

@@ -213,21 +213,37 @@ impl RedisStore {
         let ts_fields: Vec<Vec<u8>> = views.iter().map(|v| timestamp_field(v.view)).collect();
         let fields: Vec<Vec<[u8; 4]>> =
             views.iter().map(|v| v.features.iter().map(|f| feature_field(v.view, f)).collect()).collect();
-        let row = |(v, i): (usize, usize)| &views[v].rows[i];
-        // Rows by entity key, then view; of one view's rows for a key the newest (the first of equals).
-        let mut refs: Vec<(usize, usize)> =
-            views.iter().enumerate().flat_map(|(v, b)| (0..b.rows.len()).map(move |i| (v, i))).collect();
-        refs.sort_by(|&a, &b| {
-            let (ra, rb) = (row(a), row(b));
-            ra.entity_key.cmp(&rb.entity_key).then(a.0.cmp(&b.0)).then(rb.event_ts.cmp(&ra.event_ts))
-        });
-        refs.dedup_by(|later, first| later.0 == first.0 && row(*later).entity_key == row(*first).entity_key);
-        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-        for (n, r) in refs.iter().enumerate() {
-            match groups.last_mut() {
-                Some(g) if row(refs[g.start]).entity_key == row(*r).entity_key => g.end = n + 1,
-                _ => groups.push(n..n + 1),
+        // Rows by entity key (in order of first appearance), and per key each view's
+        // newest row (the first of equals): `slots[group * views + view]`.
+        const NONE: usize = usize::MAX;
+        let nv = views.len();
+        let total: usize = views.iter().map(|v| v.rows.len()).sum();
+        let mut index: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::with_capacity(total);
+        let mut slots: Vec<usize> = Vec::with_capacity(total * nv);
+        for (v, view) in views.iter().enumerate() {
+            for (i, r) in view.rows.iter().enumerate() {
+                let next = slots.len() / nv;
+                let g = *index.entry(r.entity_key.as_slice()).or_insert(next);
+                if g == next {
+                    slots.extend(std::iter::repeat_n(NONE, nv));
+                }
+                let slot = &mut slots[g * nv + v];
+                if *slot == NONE || r.event_ts > view.rows[*slot].event_ts {
+                    *slot = i;
+                }
             }
+        }
+        drop(index);
+        // Each group's rows, `(view, row)`, in view order.
+        let refs: Vec<(usize, usize)> =
+            slots.iter().enumerate().filter(|(_, i)| **i != NONE).map(|(s, i)| (s % nv, *i)).collect();
+        let row = |(v, i): (usize, usize)| &views[v].rows[i];
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::with_capacity(slots.len() / nv.max(1));
+        let mut at = 0;
+        for g in slots.chunks(nv.max(1)) {
+            let n = g.iter().filter(|i| **i != NONE).count();
+            groups.push(at..at + n);
+            at += n;
         }
         if groups.is_empty() {
             return Ok(());
@@ -412,6 +428,16 @@ impl OnlineStore for RedisStore {
             return Ok(Cells::from_parts(views, Default::default(), [], vec![None; entity_keys.len() * views.len()]));
         }
         // One HMGET per entity key with the fields of every view: one round trip.
+        if let Client::Single(_) = &self.client {
+            let (buf, width) = packed_hmgets(project, entity_keys, views);
+            let p = Packed { buf, count: entity_keys.len() };
+            return self.round_trip(&p, |data, elements, counts| {
+                if counts.iter().any(|&n| n != width) {
+                    return Err(self.err(format!("HMGET answered {counts:?} fields, not {width}")));
+                }
+                Ok(cells_of(views, bytes::Bytes::copy_from_slice(data), elements, width))
+            });
+        }
         let cmds = hmgets(project, entity_keys, views);
         let replies: Vec<Vec<Option<Vec<u8>>>> = self.with_conn(|c| run(c, cmds))?;
         let mut out = Cells::builder(views);
@@ -458,19 +484,7 @@ impl OnlineStore for RedisStore {
             if replies.counts.iter().any(|&n| n != width) {
                 return Err(self.err(format!("HMGET answered {:?} fields, not {width}", replies.counts)));
             }
-            // Each reply: per view, `_ts:<view>` and then the view's values.
-            let mut stamps = Vec::with_capacity(entity_keys.len() * views.len());
-            let mut spans = Vec::with_capacity(entity_keys.len() * (width - views.len()));
-            let data = &replies.data;
-            for reply in replies.elements.chunks(width) {
-                let mut at = 0;
-                for v in views {
-                    stamps.push(reply[at].and_then(|(a, b)| decode_timestamp(&data[a..b])));
-                    spans.extend_from_slice(&reply[at + 1..at + 1 + v.features.len()]);
-                    at += 1 + v.features.len();
-                }
-            }
-            Ok(Cells::from_parts(views, replies.data, spans, stamps))
+            Ok(cells_of(views, replies.data, &replies.elements, width))
         })
     }
 
@@ -512,6 +526,23 @@ fn hmgets(project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Vec<red
         fields.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
     }
     entity_keys.iter().map(|ek| redis::cmd("HMGET").arg(redis_key(ek, project)).arg(&fields).clone()).collect()
+}
+
+/// HMGET replies (`width` elements each: per view, `_ts:<view>` and then the
+/// view's values, spans of `data`) -> [`Cells`].
+fn cells_of(views: &[ViewRead], data: bytes::Bytes, elements: &[resp::Span], width: usize) -> Cells {
+    let entities = elements.len() / width.max(1);
+    let mut stamps = Vec::with_capacity(entities * views.len());
+    let mut spans = Vec::with_capacity(entities * (width - views.len()));
+    for reply in elements.chunks(width) {
+        let mut at = 0;
+        for v in views {
+            stamps.push(reply[at].and_then(|(a, b)| decode_timestamp(&data[a..b])));
+            spans.extend_from_slice(&reply[at + 1..at + 1 + v.features.len()]);
+            at += 1 + v.features.len();
+        }
+    }
+    Cells::from_parts(views, data, spans, stamps)
 }
 
 /// [`hmgets`] packed for the pipelined reader: the commands and the fields per reply.
