@@ -472,6 +472,17 @@ impl OnlineRequest {
         OnlineRequest { names, reads: Vec::new(), ttls: Vec::new(), versions: Vec::new(), join_keys: Vec::new() }
     }
 
+    /// [`OnlineRequest::for_tests`] reading `reads` with these TTLs.
+    #[cfg(test)]
+    pub(crate) fn for_tests_with(names: Vec<String>, reads: Vec<ViewRead>, ttls: Vec<u64>) -> OnlineRequest {
+        OnlineRequest { names, versions: vec![0; reads.len()], reads, ttls, join_keys: Vec::new() }
+    }
+
+    /// Each read view's TTL in seconds (0: none), in request order.
+    pub(crate) fn ttls(&self) -> &[u64] {
+        &self.ttls
+    }
+
     /// The requested views and their version numbers, in request order (Feast's
     /// `include_feature_view_version_metadata`).
     pub fn view_versions(&self) -> impl Iterator<Item = (&str, i32)> {
@@ -611,8 +622,18 @@ pub async fn read_keys_async(
     Ok(with_statuses(&cells, &request.ttls, now_micros))
 }
 
+/// The store's cells for a resolved request, as they are (the server writes its
+/// response from them in place: `online_json::response_from_cells`).
+pub async fn read_cells_async(
+    target: Target<'_>,
+    request: &OnlineRequest,
+    keys: &[Vec<u8>],
+) -> Result<amora_online::Cells, CoreError> {
+    target.store.read_async(target.project, keys, &request.reads).await.map_err(CoreError::Online)
+}
+
 /// Store cells -> values with Feast's statuses (TTL checked at `now_micros`).
-fn with_statuses(cells: &amora_online::Cells, ttls: &[u64], now_micros: i64) -> Vec<Vec<OnlineValue>> {
+pub(crate) fn with_statuses(cells: &amora_online::Cells, ttls: &[u64], now_micros: i64) -> Vec<Vec<OnlineValue>> {
     (0..cells.entities())
         .map(|e| {
             let mut row = Vec::with_capacity(cells.shape().iter().sum());

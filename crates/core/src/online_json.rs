@@ -177,11 +177,166 @@ pub fn response(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineV
     json!({"metadata": {"feature_names": names}, "results": results})
 }
 
-/// [`response`], serialized straight into bytes: the server's hot path (no JSON
-/// tree, no string per value or timestamp).
+/// A value as the response writes it, borrowed (a float is widened to double).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar<'a> {
+    Null,
+    Str(&'a str),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Bytes(&'a [u8]),
+}
+
+fn scalar_of(v: &Option<Value>) -> Scalar<'_> {
+    match v.as_ref().and_then(|v| v.val.as_ref()) {
+        None | Some(Val::NullVal(_)) => Scalar::Null,
+        Some(Val::StringVal(s)) => Scalar::Str(s),
+        Some(Val::Int64Val(i)) | Some(Val::UnixTimestampVal(i)) => Scalar::Int(*i),
+        Some(Val::Int32Val(i)) => Scalar::Int(i64::from(*i)),
+        Some(Val::DoubleVal(f)) => Scalar::Double(*f),
+        Some(Val::FloatVal(f)) => Scalar::Double(f64::from(*f)),
+        Some(Val::BoolVal(b)) => Scalar::Bool(*b),
+        Some(Val::BytesVal(b)) => Scalar::Bytes(b),
+    }
+}
+
+/// A serialized `feast.types.Value` read in place, as prost reads it into
+/// [`Value`] (the last of the oneof's fields wins, unknown fields are skipped):
+/// `None` when it does not parse, `Some(None)` when no value is set.
+fn decode_scalar(mut b: &[u8]) -> Option<Option<Scalar<'_>>> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    let mut val = None;
+    while !b.is_empty() {
+        let tag = varint(&mut b)?;
+        let (field, wire) = (tag >> 3, tag & 7);
+        val = match (field, wire) {
+            (1, 2) | (2, 2) => {
+                let n = usize::try_from(varint(&mut b)?).ok()?;
+                let bytes = take(&mut b, n)?;
+                Some(if field == 1 { Scalar::Bytes(bytes) } else { Scalar::Str(std::str::from_utf8(bytes).ok()?) })
+            }
+            (3, 0) => Some(Scalar::Int(i64::from(varint(&mut b)? as i32))),
+            (4, 0) | (8, 0) => Some(Scalar::Int(varint(&mut b)? as i64)),
+            (5, 1) => Some(Scalar::Double(f64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?))),
+            (6, 5) => Some(Scalar::Double(f64::from(f32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?)))),
+            (7, 0) => Some(Scalar::Bool(varint(&mut b)? != 0)),
+            (19, 0) => {
+                varint(&mut b)?;
+                Some(Scalar::Null)
+            }
+            // A known field with another wire type is an error to prost.
+            (1..=8 | 19, _) => return None,
+            // Unknown fields (lists, among them) are skipped.
+            (_, 0) => {
+                varint(&mut b)?;
+                val
+            }
+            (_, 1) => {
+                take(&mut b, 8)?;
+                val
+            }
+            (_, 2) => {
+                let n = usize::try_from(varint(&mut b)?).ok()?;
+                take(&mut b, n)?;
+                val
+            }
+            (_, 5) => {
+                take(&mut b, 4)?;
+                val
+            }
+            _ => return None,
+        };
+    }
+    Some(val)
+}
+
+/// What the response writer reads: per entity row and requested feature a
+/// value, its status and its event timestamp.
+trait Rows {
+    fn len(&self) -> usize;
+    fn get(&self, row: usize, feature: usize) -> (Scalar<'_>, Status, Option<i64>);
+}
+
+impl Rows for [Vec<OnlineValue>] {
+    fn len(&self) -> usize {
+        <[Vec<OnlineValue>]>::len(self)
+    }
+    fn get(&self, row: usize, feature: usize) -> (Scalar<'_>, Status, Option<i64>) {
+        let v = &self[row][feature];
+        (scalar_of(&v.value), v.status, v.event_ts)
+    }
+}
+
+/// A store's cells read in place, with statuses as [`crate::online::read_keys`] gives them.
+struct CellRows<'a> {
+    cells: &'a amora_online::Cells,
+    /// Per feature: its view and that view's TTL (seconds, 0 = none).
+    views: Vec<(usize, u64)>,
+    now_micros: i64,
+}
+
+impl Rows for CellRows<'_> {
+    fn len(&self) -> usize {
+        self.cells.entities()
+    }
+    fn get(&self, row: usize, feature: usize) -> (Scalar<'_>, Status, Option<i64>) {
+        let (view, ttl) = self.views[feature];
+        let ts = self.cells.stamp(row, view);
+        match self.cells.value(row, feature).and_then(decode_scalar) {
+            None => (Scalar::Null, Status::NotFound, ts),
+            Some(None) => (Scalar::Null, Status::NullValue, ts),
+            Some(Some(v)) => {
+                let old = matches!(ts, Some(t) if ttl > 0 && t < self.now_micros - ttl as i64 * 1_000_000);
+                (v, if old { Status::OutsideMaxAge } else { Status::Present }, ts)
+            }
+        }
+    }
+}
+
+/// [`response`], serialized straight into bytes (no JSON tree, no string per
+/// value or timestamp).
 pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineValue>]) -> Vec<u8> {
-    let mut out: Vec<u8> = Vec::with_capacity(256 + rows.len() * request.names.len() * 48);
+    write_response(request, entities, rows)
+}
+
+/// [`response_bytes`] for a store's cells as [`crate::online::read_cells_async`]
+/// returns them, each value read in place: the server's hot path.
+pub fn response_from_cells(
+    request: &OnlineRequest,
+    entities: &Columns,
+    cells: &amora_online::Cells,
+    now_micros: i64,
+) -> Vec<u8> {
+    let views = cells
+        .shape()
+        .iter()
+        .zip(request.ttls())
+        .enumerate()
+        .flat_map(|(v, (n, ttl))| std::iter::repeat_n((v, *ttl), *n))
+        .collect();
+    write_response(request, entities, &CellRows { cells, views, now_micros })
+}
+
+fn write_response<R: Rows + ?Sized>(request: &OnlineRequest, entities: &Columns, rows: &R) -> Vec<u8> {
     let n = rows.len();
+    let mut out: Vec<u8> = Vec::with_capacity(256 + n * request.names.len() * 64);
     out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");
     let names = entities.0.iter().map(|(n, _)| n).chain(&request.names);
     for (i, name) in names.enumerate() {
@@ -213,24 +368,28 @@ pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<O
         list(&mut out, "\"1970-01-01T00:00:00Z\"");
         out.extend_from_slice(b"]}");
     }
+    // Each row's event timestamps (one per view), written once and copied after:
+    // `(micros, length, text)`, length 0 for a free slot.
+    const MEMO: usize = 4;
+    let mut memo: Vec<(i64, u8, [u8; 32])> = vec![(0, 0, [0; 32]); n * MEMO];
     for f in 0..request.names.len() {
         if !first {
             out.push(b',');
         }
         first = false;
         out.extend_from_slice(b"{\"values\":[");
-        for (i, r) in rows.iter().enumerate() {
+        for i in 0..n {
             if i > 0 {
                 out.push(b',');
             }
-            write_value(&mut out, &r[f].value);
+            write_value(&mut out, rows.get(i, f).0);
         }
         out.extend_from_slice(b"],\"statuses\":[");
-        for (i, r) in rows.iter().enumerate() {
+        for i in 0..n {
             if i > 0 {
                 out.push(b',');
             }
-            let s = match r[f].status {
+            let s = match rows.get(i, f).1 {
                 Status::Present => "\"PRESENT\"",
                 Status::NotFound => "\"NOT_FOUND\"",
                 Status::NullValue => "\"NULL_VALUE\"",
@@ -239,15 +398,28 @@ pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<O
             out.extend_from_slice(s.as_bytes());
         }
         out.extend_from_slice(b"],\"event_timestamps\":[");
-        for (i, r) in rows.iter().enumerate() {
+        for i in 0..n {
             if i > 0 {
                 out.push(b',');
             }
-            match r[f].event_ts {
+            match rows.get(i, f).2 {
                 None => out.extend_from_slice(b"\"1970-01-01T00:00:00Z\""),
                 Some(ts) => {
                     out.push(b'"');
-                    write_ts(&mut out, ts);
+                    let slots = &mut memo[i * MEMO..(i + 1) * MEMO];
+                    match slots.iter().find(|s| s.1 > 0 && s.0 == ts) {
+                        Some(s) => out.extend_from_slice(&s.2[..s.1 as usize]),
+                        None => {
+                            let at = out.len();
+                            write_ts(&mut out, ts);
+                            let text = &out[at..];
+                            if let Some(free) = slots.iter_mut().find(|s| s.1 == 0).filter(|_| text.len() <= 32) {
+                                free.0 = ts;
+                                free.1 = text.len() as u8;
+                                free.2[..text.len()].copy_from_slice(text);
+                            }
+                        }
+                    }
                     out.push(b'"');
                 }
             }
@@ -258,34 +430,45 @@ pub fn response_bytes(request: &OnlineRequest, entities: &Columns, rows: &[Vec<O
     out
 }
 
-/// One value as [`value_json`] renders it, written directly.
-fn write_value(out: &mut Vec<u8>, v: &Option<Value>) {
-    use std::io::Write;
-    let double = |out: &mut Vec<u8>, f: f64| {
-        if f.is_nan() {
-            out.extend_from_slice(b"\"NaN\"");
-        } else if f.is_infinite() {
-            out.extend_from_slice(if f > 0.0 { b"\"Infinity\"" } else { b"\"-Infinity\"" });
-        } else {
-            let _ = serde_json::to_writer(&mut *out, &f);
+/// A decimal integer, without `fmt`.
+fn write_int(out: &mut Vec<u8>, i: i64) {
+    let mut b = [0u8; 20];
+    let mut at = b.len();
+    let mut n = i.unsigned_abs();
+    loop {
+        at -= 1;
+        b[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-    };
-    match v.as_ref().and_then(|v| v.val.as_ref()) {
-        None | Some(Val::NullVal(_)) => out.extend_from_slice(b"null"),
-        Some(Val::StringVal(s)) => {
+    }
+    if i < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&b[at..]);
+}
+
+/// One value as [`value_json`] renders it, written directly.
+fn write_value(out: &mut Vec<u8>, v: Scalar<'_>) {
+    match v {
+        Scalar::Null => out.extend_from_slice(b"null"),
+        Scalar::Str(s) => {
             let _ = serde_json::to_writer(&mut *out, s);
         }
-        Some(Val::Int64Val(i)) | Some(Val::UnixTimestampVal(i)) => {
-            let _ = write!(out, "{i}");
+        Scalar::Int(i) => write_int(out, i),
+        Scalar::Double(f) if f.is_nan() => out.extend_from_slice(b"\"NaN\""),
+        Scalar::Double(f) if f.is_infinite() => {
+            out.extend_from_slice(if f > 0.0 { b"\"Infinity\"" } else { b"\"-Infinity\"" })
         }
-        Some(Val::Int32Val(i)) => {
-            let _ = write!(out, "{i}");
+        Scalar::Double(f) => {
+            let _ = serde_json::to_writer(&mut *out, &f);
         }
-        Some(Val::DoubleVal(f)) => double(out, *f),
-        Some(Val::FloatVal(f)) => double(out, f64::from(*f)),
-        Some(Val::BoolVal(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(Val::BytesVal(b)) => {
-            let _ = write!(out, "\"{}\"", crate::online::base64(b));
+        Scalar::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Scalar::Bytes(b) => {
+            out.push(b'"');
+            out.extend_from_slice(crate::online::base64(b).as_bytes());
+            out.push(b'"');
         }
     }
 }
@@ -425,6 +608,7 @@ mod tests {
             Some(Val::FloatVal(0.667_892_6)),
             Some(Val::DoubleVal(f64::NEG_INFINITY)),
             Some(Val::Int64Val(-3)),
+            Some(Val::Int64Val(i64::MIN)),
             Some(Val::Int32Val(7)),
             Some(Val::StringVal("a \"q\" é\n".into())),
             Some(Val::BoolVal(true)),
@@ -451,6 +635,91 @@ mod tests {
         let tree = response(&request, &entities, &rows);
         let bytes: Json = serde_json::from_slice(&response_bytes(&request, &entities, &rows)).unwrap();
         assert_eq!(bytes, tree);
+    }
+
+    /// Serialized Values of every kind, and bytes prost refuses or reads as unset.
+    fn encodings() -> Vec<Vec<u8>> {
+        let vals = [
+            Val::DoubleVal(0.1),
+            Val::DoubleVal(f64::NAN),
+            Val::FloatVal(0.667_892_6),
+            Val::Int64Val(i64::MIN),
+            Val::Int32Val(-7),
+            Val::UnixTimestampVal(1_700_000_000),
+            Val::StringVal("a \"q\" é".into()),
+            Val::BoolVal(true),
+            Val::BytesVal(vec![0, 255, 7]),
+            Val::NullVal(0),
+        ];
+        let mut out: Vec<Vec<u8>> =
+            vals.into_iter().map(|v| prost::Message::encode_to_vec(&Value { val: Some(v) })).collect();
+        out.push(vec![]); // unset: null
+        out.push(vec![0x72, 2, 0x09, 0x01]); // a list (field 14): skipped, so unset
+        out.push(vec![0x21, 1, 2]); // a double cut short
+        out.push(vec![0x12, 2, 0xff, 0xfe]); // a string that is not UTF-8
+        out.push(vec![0x10, 1]); // field 2 as a varint
+        let mut two = prost::Message::encode_to_vec(&Value { val: Some(Val::Int64Val(5)) });
+        two.extend(prost::Message::encode_to_vec(&Value { val: Some(Val::BoolVal(false)) }));
+        out.push(two); // the last of the oneof wins
+        out
+    }
+
+    #[test]
+    fn values_read_in_place_are_what_prost_decodes() {
+        for bytes in encodings() {
+            let prost: Option<Value> = prost::Message::decode(bytes.as_slice()).ok();
+            let ours = decode_scalar(&bytes);
+            match (&prost, ours) {
+                (None, None) => {}
+                (Some(Value { val: None }), Some(None)) => {}
+                (Some(v), Some(Some(s))) if v.val.is_some() => {
+                    let want = scalar_of(&prost);
+                    // NaN is not equal to itself: compare what gets written.
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    write_value(&mut a, want);
+                    write_value(&mut b, s);
+                    assert_eq!(a, b, "{bytes:?}");
+                }
+                _ => panic!("{bytes:?}: prost {prost:?}, in place {ours:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_response_from_cells_is_the_response_from_values() {
+        use amora_online::{Cells, ViewRead};
+        let encodings = encodings();
+        let views = vec![
+            ViewRead { view: "v".into(), features: vec!["a".into(), "b".into(), "c".into()] },
+            ViewRead { view: "w".into(), features: vec!["d".into(), "e".into()] },
+        ];
+        let now = 1_704_153_600_000_000;
+        let mut cells = Cells::builder(&views);
+        for e in 0..12usize {
+            for (v, view) in views.iter().enumerate() {
+                // Missing views, fresh and stale rows (the TTLs are 0 and 60 s).
+                let ts = [None, Some(now - 1_000_000), Some(now - 120_000_000), Some(now - 120_500_000)][(e + v) % 4];
+                cells.push_stamp(ts);
+                for f in 0..view.features.len() {
+                    let i = (e * 5 + v * 3 + f) % (encodings.len() + 1);
+                    cells.push(if ts.is_none() || i == encodings.len() { None } else { Some(&encodings[i]) });
+                }
+            }
+        }
+        let cells = cells.finish();
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let request = crate::online::OnlineRequest::for_tests_with(names, views, vec![0, 60]);
+        let entities =
+            columns(&format!(r#"{{"id": [{}]}}"#, (0..12).map(|i| i.to_string()).collect::<Vec<_>>().join(",")));
+        let values = crate::online::with_statuses(&cells, &[0, 60], now);
+        let want: Json = serde_json::from_slice(&response_bytes(&request, &entities, &values)).unwrap();
+        let got: Json = serde_json::from_slice(&response_from_cells(&request, &entities, &cells, now)).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(want, response(&request, &entities, &values));
+        let statuses = want.to_string();
+        for s in ["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"] {
+            assert!(statuses.contains(s), "{s} is covered");
+        }
     }
 
     #[test]

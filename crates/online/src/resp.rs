@@ -95,10 +95,22 @@ fn line_end(buf: &[u8], pos: usize) -> Option<usize> {
 }
 
 fn number(line: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("Redis sent a malformed length {:?}", String::from_utf8_lossy(line)))
+    let bad = || format!("Redis sent a malformed length {:?}", String::from_utf8_lossy(line));
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(bad());
+    }
+    let mut n: i64 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return Err(bad());
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Ok(if negative { -n } else { n })
 }
 
 fn parse_at(buf: &[u8], pos: usize, out: &mut Vec<Span>, top: bool) -> Result<Option<Parsed>, String> {
@@ -511,6 +523,8 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert!(parse_reply(b"~1\r\n", 0, &mut Vec::new()).is_err(), "a RESP3 set is not read");
         assert!(parse_reply(b"$x\r\n", 0, &mut Vec::new()).is_err());
+        assert!(parse_reply(b"$\r\n", 0, &mut Vec::new()).is_err());
+        assert!(parse_reply(b"$1-\r\n", 0, &mut Vec::new()).is_err());
     }
 
     #[test]

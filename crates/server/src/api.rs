@@ -7,7 +7,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use amora_core::online::{read_keys_async, resolve_selection, MaterializeRequest, OnlineRequest, Target};
+use amora_core::online::{
+    read_cells_async, read_keys_async, resolve_selection, MaterializeRequest, OnlineRequest, Target,
+};
 use amora_core::online_json::{self, Columns};
 use amora_core::{CoreError, FeatureSelection};
 use bytes::Bytes;
@@ -272,28 +274,31 @@ async fn get_online_features(service: &Service, b: GetOnlineBody) -> Result<Repl
     let target =
         Target { store: service.store.as_ref(), project: &service.project, version: service.entity_key_version };
     let t0 = Instant::now();
+    if !b.include_feature_view_version_metadata {
+        let result = read_cells_async(target, &request, &keys).await;
+        service.metrics.store_read(t0.elapsed(), keys.len(), result.is_ok());
+        let body = online_json::response_from_cells(&request, &b.entities, &result?, now_micros());
+        return Ok(json_reply(StatusCode::OK, body));
+    }
     let result = read_keys_async(target, &request, &keys, now_micros()).await;
     service.metrics.store_read(t0.elapsed(), keys.len(), result.is_ok());
     let values = result?;
-    if b.include_feature_view_version_metadata {
-        let mut out = online_json::response(&request, &b.entities, &values);
-        // As Feast's JSON: one entry per view, `version` left out when 0.
-        let views: Vec<Json> = request
-            .view_versions()
-            .map(
-                |(name, version)| {
-                    if version == 0 {
-                        json!({"name": name})
-                    } else {
-                        json!({"name": name, "version": version})
-                    }
-                },
-            )
-            .collect();
-        out["metadata"]["feature_view_metadata"] = Json::Array(views);
-        return Ok(ok_json(&out));
-    }
-    Ok(json_reply(StatusCode::OK, online_json::response_bytes(&request, &b.entities, &values)))
+    let mut out = online_json::response(&request, &b.entities, &values);
+    // As Feast's JSON: one entry per view, `version` left out when 0.
+    let views: Vec<Json> = request
+        .view_versions()
+        .map(
+            |(name, version)| {
+                if version == 0 {
+                    json!({"name": name})
+                } else {
+                    json!({"name": name, "version": version})
+                }
+            },
+        )
+        .collect();
+    out["metadata"]["feature_view_metadata"] = Json::Array(views);
+    Ok(ok_json(&out))
 }
 
 #[derive(Deserialize)]
