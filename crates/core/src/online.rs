@@ -463,19 +463,29 @@ pub struct OnlineRequest {
     versions: Vec<i32>,
     /// The join keys every requested view shares, with their Feast value types.
     pub join_keys: Vec<(String, i32)>,
+    /// Whether the request reads every feature of every view of the project with
+    /// these join keys, so a store may fetch whole records ([`OnlineStore::read_whole_async`]).
+    whole: bool,
 }
 
 impl OnlineRequest {
     /// A request with output names only (for tests of response shapes).
     #[doc(hidden)]
     pub fn for_tests(names: Vec<String>) -> OnlineRequest {
-        OnlineRequest { names, reads: Vec::new(), ttls: Vec::new(), versions: Vec::new(), join_keys: Vec::new() }
+        OnlineRequest {
+            names,
+            reads: Vec::new(),
+            ttls: Vec::new(),
+            versions: Vec::new(),
+            join_keys: Vec::new(),
+            whole: false,
+        }
     }
 
     /// [`OnlineRequest::for_tests`] reading `reads` with these TTLs.
     #[cfg(test)]
     pub(crate) fn for_tests_with(names: Vec<String>, reads: Vec<ViewRead>, ttls: Vec<u64>) -> OnlineRequest {
-        OnlineRequest { names, versions: vec![0; reads.len()], reads, ttls, join_keys: Vec::new() }
+        OnlineRequest { names, versions: vec![0; reads.len()], reads, ttls, join_keys: Vec::new(), whole: false }
     }
 
     /// Each read view's TTL in seconds (0: none), in request order.
@@ -561,8 +571,19 @@ pub fn resolve_selection(
             "feature name collision: `{dup}` is requested from more than one feature view; set full_feature_names (--full-feature-names) to get `view__feature` names"
         )));
     }
+    // Every view that shares these join keys (one record per entity), read whole?
+    fn sorted(keys: &[(String, i32)]) -> Vec<&str> {
+        let mut k: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        k.sort_unstable();
+        k
+    }
+    let whole = views
+        .iter()
+        .filter(|v| sorted(&v.join_keys) == sorted(&join_keys))
+        .all(|v| reads.iter().any(|(r, _)| r.view == v.name && v.features.iter().all(|f| r.features.contains(&f.0))));
     Ok(OnlineRequest {
         names,
+        whole,
         ttls: reads.iter().map(|(_, v)| v.ttl_seconds).collect(),
         versions: reads.iter().map(|(_, v)| v.version).collect(),
         reads: reads.into_iter().map(|(r, _)| r).collect(),
@@ -618,7 +639,7 @@ pub async fn read_keys_async(
     keys: &[Vec<u8>],
     now_micros: i64,
 ) -> Result<Vec<Vec<OnlineValue>>, CoreError> {
-    let cells = target.store.read_async(target.project, keys, &request.reads).await.map_err(CoreError::Online)?;
+    let cells = read_cells_async(target, request, keys).await?;
     Ok(with_statuses(&cells, &request.ttls, now_micros))
 }
 
@@ -629,7 +650,13 @@ pub async fn read_cells_async(
     request: &OnlineRequest,
     keys: &[Vec<u8>],
 ) -> Result<amora_online::Cells, CoreError> {
-    target.store.read_async(target.project, keys, &request.reads).await.map_err(CoreError::Online)
+    let (store, project) = (target.store, target.project);
+    let read = if request.whole {
+        store.read_whole_async(project, keys, &request.reads)
+    } else {
+        store.read_async(project, keys, &request.reads)
+    };
+    read.await.map_err(CoreError::Online)
 }
 
 /// Store cells -> values with Feast's statuses (TTL checked at `now_micros`).

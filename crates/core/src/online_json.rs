@@ -372,24 +372,28 @@ fn write_response<R: Rows + ?Sized>(request: &OnlineRequest, entities: &Columns,
     // `(micros, length, text)`, length 0 for a free slot.
     const MEMO: usize = 4;
     let mut memo: Vec<(i64, u8, [u8; 32])> = vec![(0, 0, [0; 32]); n * MEMO];
+    // The current feature's statuses and timestamps, from its values' pass.
+    let mut column: Vec<(Status, Option<i64>)> = vec![(Status::NotFound, None); n];
     for f in 0..request.names.len() {
         if !first {
             out.push(b',');
         }
         first = false;
         out.extend_from_slice(b"{\"values\":[");
-        for i in 0..n {
+        for (i, cell) in column.iter_mut().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_value(&mut out, rows.get(i, f).0);
+            let (value, status, ts) = rows.get(i, f);
+            write_value(&mut out, value);
+            *cell = (status, ts);
         }
         out.extend_from_slice(b"],\"statuses\":[");
-        for i in 0..n {
+        for (i, (status, _)) in column.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            let s = match rows.get(i, f).1 {
+            let s = match status {
                 Status::Present => "\"PRESENT\"",
                 Status::NotFound => "\"NOT_FOUND\"",
                 Status::NullValue => "\"NULL_VALUE\"",
@@ -398,11 +402,11 @@ fn write_response<R: Rows + ?Sized>(request: &OnlineRequest, entities: &Columns,
             out.extend_from_slice(s.as_bytes());
         }
         out.extend_from_slice(b"],\"event_timestamps\":[");
-        for i in 0..n {
+        for (i, (_, stamp)) in column.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            match rows.get(i, f).2 {
+            match *stamp {
                 None => out.extend_from_slice(b"\"1970-01-01T00:00:00Z\""),
                 Some(ts) => {
                     out.push(b'"');

@@ -50,10 +50,14 @@ pub fn run_all(store: &dyn OnlineStore, project: &str) {
     async_reads_match_blocking_reads(store, &format!("{project}_async"));
 }
 
-/// `read_async` (a server's path) answers exactly what `read` does, found and
-/// missing keys alike, request after request on its shared connection.
+/// `read_async` and `read_whole_async` (a server's paths) answer exactly what
+/// `read` does, found and missing keys alike, request after request on their
+/// shared connection.
 fn async_reads_match_blocking_reads(store: &dyn OnlineStore, p: &str) {
     store.write(p, "v", &feats(), &[row(1, 1_000_000, 1.5, Some("x")), row(2, 2_000_000, 2.5, None)]).unwrap();
+    // Entity 2 also has `w` and entity 1 a view nobody reads: records of different shapes.
+    store.write(p, "w", &feats(), &[row(2, 3_000_000, 3.5, Some("y"))]).unwrap();
+    store.write(p, "unread", &feats(), &[row(1, 4_000_000, 4.5, Some("z"))]).unwrap();
     let views = [ViewRead { view: "v".into(), features: feats() }, ViewRead { view: "w".into(), features: feats() }];
     let keys: Vec<Vec<u8>> = (0..4).map(key).collect();
     let blocking = store.read(p, &keys, &views).unwrap().nested();
@@ -61,6 +65,8 @@ fn async_reads_match_blocking_reads(store: &dyn OnlineStore, p: &str) {
     rt.block_on(async {
         for _ in 0..16 {
             assert_eq!(store.read_async(p, &keys, &views).await.unwrap().nested(), blocking);
+            // Whole records answer the same, whatever else they hold.
+            assert_eq!(store.read_whole_async(p, &keys, &views).await.unwrap().nested(), blocking);
         }
         // Many reads at once (pipelined together on a shared connection), each
         // of different keys: each gets its own answer.

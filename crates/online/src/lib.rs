@@ -284,6 +284,20 @@ pub trait OnlineStore: Send + Sync {
         Box::pin(std::future::ready(self.read(project, entity_keys, views)))
     }
 
+    /// [`OnlineStore::read_async`] for a read of every feature stored for these
+    /// keys in this project (the registry says so): a store may fetch each
+    /// entity's whole record instead of naming each field (Redis: `HGETALL`,
+    /// cheaper for the server than an `HMGET` of every field). The answer is
+    /// the same whatever else the record holds.
+    fn read_whole_async<'a>(
+        &'a self,
+        project: &'a str,
+        entity_keys: &'a [Vec<u8>],
+        views: &'a [ViewRead],
+    ) -> ReadFuture<'a> {
+        self.read_async(project, entity_keys, views)
+    }
+
     /// Removes a view's values for every entity of the project; other projects and
     /// other views keep theirs. `join_keys` and the serialization `version` identify
     /// the keys where the layout is shared (Redis).

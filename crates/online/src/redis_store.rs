@@ -182,6 +182,50 @@ impl RedisStore {
         result.map_err(|e| self.err(e))
     }
 
+    /// A read on this thread's pipelined connection: one `HMGET` per key of the
+    /// requested fields, or with `whole` one `HGETALL` (every field of the hash).
+    async fn read_pipelined(
+        &self,
+        project: &str,
+        entity_keys: &[Vec<u8>],
+        views: &[ViewRead],
+        whole: bool,
+    ) -> Result<Cells, OnlineError> {
+        if matches!(self.client, Client::Cluster(_)) || views.is_empty() || entity_keys.is_empty() {
+            // A cluster reads through its blocking pooled connections.
+            return self.read(project, entity_keys, views);
+        }
+        let slot = &self.readers[reader_slot(self.readers.len())];
+        let cached = slot.lock().ok().and_then(|c| c.clone()).filter(|c| c.usable());
+        let conn = match cached {
+            Some(c) => c,
+            None => {
+                let c = Pipelined::connect(&self.nodes[0], self.password.as_deref(), self.db, self.timeout)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let c = std::sync::Arc::new(c);
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(c.clone());
+                }
+                c
+            }
+        };
+        let width = views.iter().map(|v| 1 + v.features.len()).sum::<usize>();
+        if whole {
+            let packed = packed_hgetalls(project, entity_keys);
+            let replies = conn.call(packed, entity_keys.len(), self.timeout).await.map_err(|e| self.err(e))?;
+            let elements = pick_fields(&wanted_fields(views), &replies.data, &replies.elements, &replies.counts)
+                .map_err(|e| self.err(e))?;
+            return Ok(cells_of(views, replies.data, &elements, width));
+        }
+        let (packed, _) = packed_hmgets(project, entity_keys, views);
+        let replies = conn.call(packed, entity_keys.len(), self.timeout).await.map_err(|e| self.err(e))?;
+        if replies.counts.iter().any(|&n| n != width) {
+            return Err(self.err(format!("HMGET answered {:?} fields, not {width}", replies.counts)));
+        }
+        Ok(cells_of(views, replies.data, &replies.elements, width))
+    }
+
     /// One packed pipeline of `p.count` commands on a pooled writer connection:
     /// `f` gets the replies' elements (per reply, in order) and their bytes. A
     /// connection that failed in any way is dropped, not pooled.
@@ -459,33 +503,16 @@ impl OnlineStore for RedisStore {
         entity_keys: &'a [Vec<u8>],
         views: &'a [ViewRead],
     ) -> crate::ReadFuture<'a> {
-        Box::pin(async move {
-            if matches!(self.client, Client::Cluster(_)) || views.is_empty() || entity_keys.is_empty() {
-                // A cluster reads through its blocking pooled connections.
-                return self.read(project, entity_keys, views);
-            }
-            let slot = &self.readers[reader_slot(self.readers.len())];
-            let cached = slot.lock().ok().and_then(|c| c.clone()).filter(|c| c.usable());
-            let conn = match cached {
-                Some(c) => c,
-                None => {
-                    let c = Pipelined::connect(&self.nodes[0], self.password.as_deref(), self.db, self.timeout)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    let c = std::sync::Arc::new(c);
-                    if let Ok(mut slot) = slot.lock() {
-                        *slot = Some(c.clone());
-                    }
-                    c
-                }
-            };
-            let (packed, width) = packed_hmgets(project, entity_keys, views);
-            let replies = conn.call(packed, entity_keys.len(), self.timeout).await.map_err(|e| self.err(e))?;
-            if replies.counts.iter().any(|&n| n != width) {
-                return Err(self.err(format!("HMGET answered {:?} fields, not {width}", replies.counts)));
-            }
-            Ok(cells_of(views, replies.data, &replies.elements, width))
-        })
+        Box::pin(self.read_pipelined(project, entity_keys, views, false))
+    }
+
+    fn read_whole_async<'a>(
+        &'a self,
+        project: &'a str,
+        entity_keys: &'a [Vec<u8>],
+        views: &'a [ViewRead],
+    ) -> crate::ReadFuture<'a> {
+        Box::pin(self.read_pipelined(project, entity_keys, views, true))
     }
 
     fn delete_view(
@@ -543,6 +570,70 @@ fn cells_of(views: &[ViewRead], data: bytes::Bytes, elements: &[resp::Span], wid
         }
     }
     Cells::from_parts(views, data, spans, stamps)
+}
+
+/// The fields an `HMGET` of `views` names, in its order: per view `_ts:<view>`,
+/// then the view's features.
+fn wanted_fields(views: &[ViewRead]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for v in views {
+        out.push(timestamp_field(&v.view));
+        out.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
+    }
+    out
+}
+
+/// `HGETALL key` per entity key.
+fn packed_hgetalls(project: &str, entity_keys: &[Vec<u8>]) -> Vec<u8> {
+    let mut p =
+        Packed { buf: Vec::with_capacity(entity_keys.iter().map(|k| k.len() + project.len() + 32).sum()), count: 0 };
+    for ek in entity_keys {
+        p.command(2);
+        p.arg(b"HGETALL");
+        p.arg2(ek, project.as_bytes());
+    }
+    p.buf
+}
+
+/// `HGETALL` replies (field, value pairs; `counts` elements each) -> the
+/// elements an `HMGET` of `wanted` would have answered, missing fields null.
+/// Hashes written by one writer keep one field order, so each pair is first
+/// tried at the place the previous hash had it.
+fn pick_fields(
+    wanted: &[Vec<u8>],
+    data: &[u8],
+    elements: &[resp::Span],
+    counts: &[usize],
+) -> Result<Vec<resp::Span>, String> {
+    const NONE: usize = usize::MAX;
+    let width = wanted.len();
+    let mut out = vec![None; counts.len() * width];
+    let mut order: Vec<usize> = Vec::new();
+    let mut at = 0;
+    for (e, &n) in counts.iter().enumerate() {
+        if n % 2 != 0 || at + n > elements.len() {
+            return Err(format!("HGETALL answered {n} elements, not field-value pairs"));
+        }
+        let row = &mut out[e * width..(e + 1) * width];
+        for j in 0..n / 2 {
+            let Some((a, b)) = elements[at + 2 * j] else { return Err("HGETALL answered a null field".into()) };
+            let field = &data[a..b];
+            let hit = order
+                .get(j)
+                .copied()
+                .filter(|&w| w != NONE && wanted[w] == field)
+                .or_else(|| wanted.iter().position(|w| w.as_slice() == field));
+            if order.len() <= j {
+                order.resize(j + 1, NONE);
+            }
+            order[j] = hit.unwrap_or(NONE);
+            if let Some(w) = hit {
+                row[w] = elements[at + 2 * j + 1];
+            }
+        }
+        at += n;
+    }
+    Ok(out)
 }
 
 /// [`hmgets`] packed for the pipelined reader: the commands and the fields per reply.
@@ -640,6 +731,20 @@ mod tests {
         let (packed, width) = packed_hmgets("proj", &keys, &views);
         let expected: Vec<u8> = hmgets("proj", &keys, &views).iter().flat_map(|c| c.get_packed_command()).collect();
         assert_eq!((packed, width), (expected, 5));
+    }
+
+    #[test]
+    fn whole_records_answer_the_requested_fields_in_any_order() {
+        let wanted: Vec<Vec<u8>> = [&b"_ts:v"[..], b"a", b"b"].map(<[u8]>::to_vec).to_vec();
+        // Three hashes: in order, shuffled with an extra field, and empty.
+        let data = b"_ts:vTaAbB".to_vec();
+        let s = |a: usize, b: usize| Some((a, b));
+        let (ts, t, a, av, b, bv) = (s(0, 5), s(5, 6), s(6, 7), s(7, 8), s(8, 9), s(9, 10));
+        let extra = s(5, 6);
+        let elements = vec![ts, t, a, av, b, bv, b, bv, extra, extra, ts, t, a, av];
+        let got = pick_fields(&wanted, &data, &elements, &[6, 8, 0]).unwrap();
+        assert_eq!(got, vec![t, av, bv, t, av, bv, None, None, None]);
+        assert!(pick_fields(&wanted, &data, &elements[..3], &[3]).is_err());
     }
 
     #[test]

@@ -89,9 +89,15 @@ pub(crate) fn parse_reply(buf: &[u8], pos: usize, out: &mut Vec<Span>) -> Result
 
 /// A line's end (`\r\n`) from `pos`: the index of `\r`.
 fn line_end(buf: &[u8], pos: usize) -> Option<usize> {
-    let rest = buf.get(pos..)?;
-    let i = rest.windows(2).position(|w| w == b"\r\n")?;
-    Some(pos + i)
+    let mut at = pos;
+    loop {
+        let i = at + buf.get(at..)?.iter().position(|&b| b == b'\r')?;
+        match buf.get(i + 1) {
+            None => return None,
+            Some(b'\n') => return Some(i),
+            Some(_) => at = i + 1,
+        }
+    }
 }
 
 fn number(line: &[u8]) -> Result<i64, String> {
