@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use amora_offline::OfflineStore;
 use amora_online::{OnlineStore, ViewRead, ViewRows, WriteRow};
-use amora_proto::online::{serialize_entity_key, value::Val, KeyValue, Value};
+use amora_proto::online::{serialize_entity_key, KeyValue, Value};
 use amora_proto::RegistryFile;
 use futures::StreamExt;
 
@@ -713,16 +713,14 @@ pub fn value_json(v: &Option<Value>) -> serde_json::Value {
             json!(f)
         }
     };
-    match v.as_ref().and_then(|v| v.val.as_ref()) {
-        None => serde_json::Value::Null,
-        Some(Val::StringVal(s)) => json!(s),
-        Some(Val::Int64Val(i)) | Some(Val::UnixTimestampVal(i)) => json!(i),
-        Some(Val::Int32Val(i)) => json!(i),
-        Some(Val::DoubleVal(f)) => double(*f),
-        Some(Val::FloatVal(f)) => double(f64::from(*f)),
-        Some(Val::BoolVal(b)) => json!(b),
-        Some(Val::BytesVal(b)) => json!(base64(b)),
-        Some(Val::NullVal(_)) => serde_json::Value::Null,
+    use crate::online_json::Scalar;
+    match crate::online_json::scalar_of(v) {
+        Scalar::Null => serde_json::Value::Null,
+        Scalar::Str(s) => json!(s),
+        Scalar::Int(i) => json!(i),
+        Scalar::Double(f) => double(f),
+        Scalar::Bool(b) => json!(b),
+        Scalar::Bytes(b) => json!(base64(b)),
     }
 }
 

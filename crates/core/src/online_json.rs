@@ -117,16 +117,7 @@ fn write_ts(out: &mut Vec<u8>, micros: i64) {
     let frac = micros.rem_euclid(1_000_000) as u32;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = amora_model::calendar::civil_from_days(days);
     if !(1..=9999).contains(&year) {
         out.extend_from_slice(format_ts(micros).as_bytes());
         return;
@@ -179,7 +170,7 @@ pub fn response(request: &OnlineRequest, entities: &Columns, rows: &[Vec<OnlineV
 
 /// A value as the response writes it, borrowed (a float is widened to double).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Null,
     Str(&'a str),
     Int(i64),
@@ -188,7 +179,7 @@ enum Scalar<'a> {
     Bytes(&'a [u8]),
 }
 
-fn scalar_of(v: &Option<Value>) -> Scalar<'_> {
+pub(crate) fn scalar_of(v: &Option<Value>) -> Scalar<'_> {
     match v.as_ref().and_then(|v| v.val.as_ref()) {
         None | Some(Val::NullVal(_)) => Scalar::Null,
         Some(Val::StringVal(s)) => Scalar::Str(s),

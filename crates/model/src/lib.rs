@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate does no I/O. Everything here takes values and
 //! returns values, so it cannot fail for reasons outside its arguments.
 
+pub mod calendar;
 pub mod dag;
 pub mod defs;
 pub mod diagnostics;

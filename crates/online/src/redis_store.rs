@@ -210,15 +210,16 @@ impl RedisStore {
                 c
             }
         };
-        let width = views.iter().map(|v| 1 + v.features.len()).sum::<usize>();
+        let wanted = wanted_fields(views);
+        let width = wanted.len();
         if whole {
             let packed = packed_hgetalls(project, entity_keys);
             let replies = conn.call(packed, entity_keys.len(), self.timeout).await.map_err(|e| self.err(e))?;
-            let elements = pick_fields(&wanted_fields(views), &replies.data, &replies.elements, &replies.counts)
-                .map_err(|e| self.err(e))?;
+            let elements =
+                pick_fields(&wanted, &replies.data, &replies.elements, &replies.counts).map_err(|e| self.err(e))?;
             return Ok(cells_of(views, replies.data, &elements, width));
         }
-        let (packed, _) = packed_hmgets(project, entity_keys, views);
+        let packed = packed_hmgets(project, entity_keys, &wanted);
         let replies = conn.call(packed, entity_keys.len(), self.timeout).await.map_err(|e| self.err(e))?;
         if replies.counts.iter().any(|&n| n != width) {
             return Err(self.err(format!("HMGET answered {:?} fields, not {width}", replies.counts)));
@@ -473,8 +474,9 @@ impl OnlineStore for RedisStore {
         }
         // One HMGET per entity key with the fields of every view: one round trip.
         if let Client::Single(_) = &self.client {
-            let (buf, width) = packed_hmgets(project, entity_keys, views);
-            let p = Packed { buf, count: entity_keys.len() };
+            let wanted = wanted_fields(views);
+            let width = wanted.len();
+            let p = Packed { buf: packed_hmgets(project, entity_keys, &wanted), count: entity_keys.len() };
             return self.round_trip(&p, |data, elements, counts| {
                 if counts.iter().any(|&n| n != width) {
                     return Err(self.err(format!("HMGET answered {counts:?} fields, not {width}")));
@@ -547,11 +549,7 @@ impl OnlineStore for RedisStore {
 
 /// One `HMGET key _ts:<view> field... [_ts:<view2> field...]` per entity key.
 fn hmgets(project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> Vec<redis::Cmd> {
-    let mut fields: Vec<Vec<u8>> = Vec::new();
-    for v in views {
-        fields.push(timestamp_field(&v.view));
-        fields.extend(v.features.iter().map(|f| feature_field(&v.view, f).to_vec()));
-    }
+    let fields = wanted_fields(views);
     entity_keys.iter().map(|ek| redis::cmd("HMGET").arg(redis_key(ek, project)).arg(&fields).clone()).collect()
 }
 
@@ -636,26 +634,19 @@ fn pick_fields(
     Ok(out)
 }
 
-/// [`hmgets`] packed for the pipelined reader: the commands and the fields per reply.
-fn packed_hmgets(project: &str, entity_keys: &[Vec<u8>], views: &[ViewRead]) -> (Vec<u8>, usize) {
+/// [`hmgets`] packed for the pipelined reader, naming `wanted` ([`wanted_fields`]).
+fn packed_hmgets(project: &str, entity_keys: &[Vec<u8>], wanted: &[Vec<u8>]) -> Vec<u8> {
     let mut fields = Vec::new();
-    let mut width = 0;
-    for v in views {
-        resp::bulk(&mut fields, &timestamp_field(&v.view));
-        for f in &v.features {
-            resp::bulk(&mut fields, &feature_field(&v.view, f));
-        }
-        width += 1 + v.features.len();
-    }
+    wanted.iter().for_each(|f| resp::bulk(&mut fields, f));
     let per_key = 32 + project.len() + fields.len();
     let mut p = Packed { buf: Vec::with_capacity(entity_keys.iter().map(|k| k.len() + per_key).sum()), count: 0 };
     for ek in entity_keys {
-        p.command(2 + width);
+        p.command(2 + wanted.len());
         p.arg(b"HMGET");
         p.arg2(ek, project.as_bytes());
         p.buf.extend_from_slice(&fields);
     }
-    (p.buf, width)
+    p.buf
 }
 
 /// Which rows to write: those strictly newer than what is stored (`stored(i)`,
@@ -728,9 +719,10 @@ mod tests {
             ViewRead { view: "w".into(), features: vec!["c".into()] },
         ];
         let keys = [b"\x01k".to_vec(), vec![]];
-        let (packed, width) = packed_hmgets("proj", &keys, &views);
+        let wanted = wanted_fields(&views);
+        let packed = packed_hmgets("proj", &keys, &wanted);
         let expected: Vec<u8> = hmgets("proj", &keys, &views).iter().flat_map(|c| c.get_packed_command()).collect();
-        assert_eq!((packed, width), (expected, 5));
+        assert_eq!((packed, wanted.len()), (expected, 5));
     }
 
     #[test]

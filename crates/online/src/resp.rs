@@ -177,16 +177,7 @@ impl Pipelined {
             .map_err(|e| format!("could not connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
-        let mut hello = Vec::new();
-        let mut replies = 0;
-        if let Some(p) = password {
-            pack(&mut hello, &[b"AUTH", p.as_bytes()]);
-            replies += 1;
-        }
-        if db != 0 {
-            pack(&mut hello, &[b"SELECT", db.to_string().as_bytes()]);
-            replies += 1;
-        }
+        let (hello, replies) = handshake(password, db);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         if replies > 0 {
             let handshake = async {
@@ -379,16 +370,7 @@ impl Blocking {
                     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
                     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
                     let mut c = Blocking { stream, buf: Vec::with_capacity(64 * 1024) };
-                    let mut hello = Vec::new();
-                    let mut replies = 0;
-                    if let Some(p) = password {
-                        pack(&mut hello, &[b"AUTH", p.as_bytes()]);
-                        replies += 1;
-                    }
-                    if db != 0 {
-                        pack(&mut hello, &[b"SELECT", db.to_string().as_bytes()]);
-                        replies += 1;
-                    }
+                    let (hello, replies) = handshake(password, db);
                     if replies > 0 {
                         c.round_trip(&hello, replies)?;
                     }
@@ -443,6 +425,22 @@ impl Blocking {
     pub(crate) fn data(&self) -> &[u8] {
         &self.buf
     }
+}
+
+/// What a new connection sends first: `AUTH` and `SELECT` where needed, and how
+/// many replies they get.
+fn handshake(password: Option<&str>, db: i64) -> (Vec<u8>, usize) {
+    let mut hello = Vec::new();
+    let mut replies = 0;
+    if let Some(p) = password {
+        pack(&mut hello, &[b"AUTH", p.as_bytes()]);
+        replies += 1;
+    }
+    if db != 0 {
+        pack(&mut hello, &[b"SELECT", db.to_string().as_bytes()]);
+        replies += 1;
+    }
+    (hello, replies)
 }
 
 /// Appends one command in RESP (an array of bulk strings).
