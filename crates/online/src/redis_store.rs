@@ -249,9 +249,10 @@ impl RedisStore {
         result
     }
 
-    /// [`OnlineStore::write_views`] on a standalone server, in two round trips:
-    /// one `HMGET key _ts:<view>...` per entity key, then one `HSET` per entity
-    /// with the fields of every view whose row is strictly newer (and `EXPIRE`).
+    /// [`OnlineStore::write_views`] on a standalone server, in three round trips
+    /// at most: one `EXISTS` over the keys; unless none exists, one `HMGET key
+    /// _ts:<view>...` per entity key; then one `HSET` per entity with the fields
+    /// of every view whose row is strictly newer (and `EXPIRE`).
     /// The commands are packed straight into one reused buffer (no command
     /// objects per row) and the replies checked as they come.
     fn write_views_packed(&self, project: &str, views: &[ViewRows<'_>]) -> Result<(), OnlineError> {
@@ -296,20 +297,44 @@ impl RedisStore {
         let key = |p: &mut Packed, r: &WriteRow| p.arg2(&r.entity_key, project.as_bytes());
         let buf = self.buffers.lock().ok().and_then(|mut b| b.pop()).unwrap_or_default();
         let mut p = Packed { buf, count: 0 };
+        // One EXISTS over the batch's keys first: when none exists yet (a first
+        // materialization, a new project) nothing is stored to compare with, and
+        // the per-key HMGETs, most of the server's work besides the HSETs, are skipped.
+        p.command(1 + groups.len());
+        p.arg(b"EXISTS");
         for g in &groups {
-            p.command(2 + g.len());
-            p.arg(b"HMGET");
             key(&mut p, row(refs[g.start]));
-            for (v, _) in &refs[g.clone()] {
-                p.arg(&ts_fields[*v]);
-            }
         }
-        let stored = self.round_trip(&p, |data, elements, counts| {
-            if counts.iter().zip(&groups).any(|(n, g)| *n != g.len()) {
-                return Err(self.err("HMGET answered a different number of fields than asked"));
-            }
-            Ok(elements.iter().map(|e| e.and_then(|(a, b)| decode_timestamp(&data[a..b]))).collect::<Vec<_>>())
+        let existing = self.round_trip(&p, |data, elements, _| {
+            elements
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|(a, b)| std::str::from_utf8(&data[a..b]).ok()?.parse::<u64>().ok())
+                .ok_or_else(|| self.err("EXISTS did not answer a count"))
         });
+        p.buf.clear();
+        p.count = 0;
+        let stored = match existing {
+            Ok(0) => Ok(vec![None; refs.len()]),
+            Ok(_) => {
+                for g in &groups {
+                    p.command(2 + g.len());
+                    p.arg(b"HMGET");
+                    key(&mut p, row(refs[g.start]));
+                    for (v, _) in &refs[g.clone()] {
+                        p.arg(&ts_fields[*v]);
+                    }
+                }
+                self.round_trip(&p, |data, elements, counts| {
+                    if counts.iter().zip(&groups).any(|(n, g)| *n != g.len()) {
+                        return Err(self.err("HMGET answered a different number of fields than asked"));
+                    }
+                    Ok(elements.iter().map(|e| e.and_then(|(a, b)| decode_timestamp(&data[a..b]))).collect::<Vec<_>>())
+                })
+            }
+            Err(e) => Err(e),
+        };
         let stored = match stored {
             Ok(s) => s,
             Err(e) => {
