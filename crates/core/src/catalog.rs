@@ -23,7 +23,8 @@ fn source_location(d: &DataSource) -> String {
         Some(data_source::Options::FileOptions(f)) => f.uri.clone(),
         Some(data_source::Options::BigqueryOptions(b)) if !b.table.is_empty() => b.table.clone(),
         Some(data_source::Options::BigqueryOptions(b)) => b.query.clone(),
-        None => String::new(),
+        // As Feast's SDK lists it: a push source has no location of its own.
+        Some(data_source::Options::PushOptions(_)) | None => String::new(),
     }
 }
 
@@ -115,7 +116,7 @@ pub fn registry_lineage(file: &RegistryFile, project: &str) -> Result<Value, Cor
     }
     for v in o.feature_views.values().filter_map(|v| v.spec.as_ref()) {
         nodes.push(format!("feature_view:{}", v.name));
-        if let Some(b) = &v.batch_source {
+        for b in v.batch_source.iter().chain(&v.stream_source) {
             edges.push(json!({"from": format!("data_source:{}", b.name), "to": format!("feature_view:{}", v.name)}));
         }
     }

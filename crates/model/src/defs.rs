@@ -129,6 +129,9 @@ pub struct FeatureViewDecl {
     pub created_timestamp: Option<String>,
     pub ttl_seconds: u64,
     pub online: bool,
+    /// A Feast `PushSource` of this name, whose batch source is the model's table:
+    /// rows pushed to it (`POST /push`, Feast's `store.push`) land in this view.
+    pub push_source: Option<String>,
     pub tags: Tags,
     pub description: String,
     pub owner: String,

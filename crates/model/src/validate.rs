@@ -80,6 +80,27 @@ impl Validator<'_> {
             if let Err(e) = check_identifier(&v.decl.name) {
                 self.err(&v.model.yaml_file, format!("feature view {}", v.decl.name), e, None);
             }
+            // A push source is a registry data source beside the models' tables,
+            // and its batch source is this view's table: one name, one view.
+            if let Some(push) = &v.decl.push_source {
+                let obj = format!("feature view {}", v.decl.name);
+                if let Err(e) = check_identifier(push) {
+                    self.err(&v.model.yaml_file, obj.clone(), format!("push_source: {e}"), None);
+                }
+                if let Some(first) = tables.insert(push, &v.model.yaml_file) {
+                    self.err(
+                        &v.model.yaml_file,
+                        obj,
+                        format!(
+                            "push_source `{push}`: the name is already used by a source, model or push source in {}",
+                            first.display()
+                        ),
+                        Some(
+                            "give each view's `push_source` its own name (it is a data source in the registry)".into(),
+                        ),
+                    );
+                }
+            }
             if let Some(first) = views.insert(v.decl.name.as_str(), &v.model.yaml_file) {
                 self.err(
                     &v.model.yaml_file,

@@ -243,6 +243,8 @@ struct FeatureViewYaml {
     #[serde(default = "yes")]
     online: bool,
     #[serde(default)]
+    push_source: Option<String>,
+    #[serde(default)]
     tags: Tags,
     #[serde(default)]
     description: Option<String>,
@@ -559,6 +561,7 @@ fn read_models(root: &Path, dir: &Path, defs: &mut ProjectDefs, out: &mut Diagno
                 created_timestamp: fv.created_timestamp,
                 ttl_seconds,
                 online: fv.online,
+                push_source: fv.push_source,
                 tags: fv.tags,
                 description: fv.description.unwrap_or_else(|| m.description.clone()),
                 owner: fv.owner.unwrap_or_else(|| m.owner.clone()),

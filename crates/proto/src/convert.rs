@@ -73,6 +73,12 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
         let mut top = source.clone();
         top.project = project.clone();
         out.data_sources.insert(top.name.clone(), top);
+        let stream_source = v.decl.push_source.as_ref().map(|name| push_source(name, &v, &source));
+        if let Some(push) = &stream_source {
+            let mut top = push.clone();
+            top.project = project.clone();
+            out.data_sources.insert(top.name.clone(), top);
+        }
         let spec = FeatureViewSpec {
             name: v.decl.name.clone(),
             project: project.clone(),
@@ -81,6 +87,7 @@ pub fn feast_objects(defs: &ProjectDefs, table: &dyn Fn(&Model) -> TableRef) -> 
             tags: v.decl.tags.clone(),
             ttl: Some(Duration { seconds: i64::try_from(v.decl.ttl_seconds).unwrap_or(i64::MAX), nanos: 0 }),
             batch_source: Some(source),
+            stream_source,
             online: v.decl.online,
             description: v.decl.description.clone(),
             owner: v.decl.owner.clone(),
@@ -140,6 +147,23 @@ fn features(v: &ViewDef<'_>, only: Option<&[String]>) -> Vec<FeatureSpecV2> {
             ..Default::default()
         })
         .collect()
+}
+
+/// A Feast `PushSource` named `name` over the view's table, as `feast apply`
+/// writes one: no options of its own; the timestamps and the table are the
+/// batch source's.
+fn push_source(name: &str, v: &ViewDef<'_>, batch: &DataSource) -> DataSource {
+    DataSource {
+        r#type: source_type::PUSH_SOURCE,
+        timestamp_field: batch.timestamp_field.clone(),
+        created_timestamp_column: batch.created_timestamp_column.clone(),
+        data_source_class_type: PUSH_SOURCE_CLASS.into(),
+        name: name.to_string(),
+        description: format!("rows pushed to feature view {}", v.decl.name),
+        owner: v.decl.owner.clone(),
+        batch_source: Some(Box::new(batch.clone())),
+        ..Default::default()
+    }
 }
 
 fn data_source(v: &ViewDef<'_>, table: TableRef) -> DataSource {

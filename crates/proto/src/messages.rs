@@ -250,6 +250,8 @@ pub mod source_type {
 pub const FILE_SOURCE_CLASS: &str = "feast.infra.offline_stores.file_source.FileSource";
 /// The Python class Feast instantiates for a BigQuery source.
 pub const BIGQUERY_SOURCE_CLASS: &str = "feast.infra.offline_stores.bigquery_source.BigQuerySource";
+/// The Python class Feast instantiates for a push source.
+pub const PUSH_SOURCE_CLASS: &str = "feast.data_source.PushSource";
 
 #[derive(Clone, PartialEq, prost::Message, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -265,7 +267,7 @@ pub struct DataSource {
     pub date_partition_column: String,
     #[prost(string, tag = "5")]
     pub created_timestamp_column: String,
-    #[prost(oneof = "data_source::Options", tags = "11, 12")]
+    #[prost(oneof = "data_source::Options", tags = "11, 12, 22")]
     #[serde(flatten)]
     pub options: Option<data_source::Options>,
     #[prost(string, tag = "17")]
@@ -298,8 +300,14 @@ pub mod data_source {
         FileOptions(super::FileOptions),
         #[prost(message, tag = "12")]
         BigqueryOptions(super::BigQueryOptions),
+        /// A push source: no options of its own, its table is `batch_source`.
+        #[prost(message, tag = "22")]
+        PushOptions(super::PushOptions),
     }
 }
+
+#[derive(Clone, Copy, PartialEq, prost::Message, Serialize)]
+pub struct PushOptions {}
 
 #[derive(Clone, PartialEq, prost::Message, Serialize)]
 #[serde(rename_all = "camelCase")]

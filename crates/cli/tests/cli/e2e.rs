@@ -32,7 +32,7 @@ fn plan_apply_then_nothing_to_do() {
     assert_eq!(count(ObjectKind::Entity), 2, "source_name and Feast's hidden __dummy");
     assert_eq!(count(ObjectKind::FeatureView), 1);
     assert_eq!(count(ObjectKind::FeatureService), 2);
-    assert_eq!(count(ObjectKind::DataSource), 1);
+    assert_eq!(count(ObjectKind::DataSource), 2, "the model's table and the view's push source");
     assert!(!reg.version_id().is_empty() && reg.last_updated().is_some());
 
     assert_eq!(amora(&dir, &["feature-store", "plan"]).ok().stdout, "No changes to registry\n");
@@ -230,6 +230,8 @@ fn lists_describe_and_dump() {
     let ds = json(amora(&dir, &["feature-store", "list", "data-sources", "--json"]));
     // A daily-partitioned model: the data source is the folder of partitions.
     assert!(ds[0]["location"].as_str().unwrap().ends_with("target/tables/step_count_by_source"));
+    assert_eq!(ds[1]["name"], "step_count_push");
+    assert_eq!(ds[1]["class"], "feast.data_source.PushSource");
     let text = amora(&dir, &["feature-store", "list", "feature-views"]).ok().stdout;
     assert!(text.starts_with("NAME") && text.contains("step_count_by_source"), "{text}");
     let desc = amora(&dir, &["feature-store", "describe", "step_count_by_source"]).ok().stdout;
@@ -239,6 +241,8 @@ fn lists_describe_and_dump() {
     let dump = json(amora(&dir, &["feature-store", "registry-dump"]));
     assert_eq!(dump["project"], "health");
     assert_eq!(dump["featureViews"][0]["spec"]["batchSource"]["type"], "BATCH_FILE");
+    assert_eq!(dump["featureViews"][0]["spec"]["streamSource"]["type"], "PUSH_SOURCE");
+    assert_eq!(dump["featureViews"][0]["spec"]["streamSource"]["batchSource"]["name"], "step_count_by_source");
     assert_eq!(dump["entities"].as_array().unwrap().len(), 2);
 }
 

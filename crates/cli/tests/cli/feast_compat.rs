@@ -367,6 +367,18 @@ fn feasts_remote_online_store_is_served_by_amora() {
     assert_eq!(z["results"][1]["values"], serde_json::json!([1.25]));
     assert_eq!(z["results"][3]["values"], serde_json::json!([2]));
     assert_eq!(z["results"][1]["event_timestamps"], serde_json::json!(["2030-01-01T00:00:00Z"]));
+    // Feast's push to the view's push source, through the remote store, too.
+    let pushed = serde_json::json!([
+        {"source_name": "Eta", "event_timestamp": "2030-01-02T00:00:00Z", "created_at": "2030-01-02T00:00:00Z", "value_avg": 0.5, "value_sum": 4.0, "value_count": 8},
+    ]);
+    feast_online(&python, &repo, &["push", "step_count_push", &pushed.to_string()]);
+    let (status, e) = server.post(
+        "/get-online-features",
+        &serde_json::json!({"features": features.split(',').collect::<Vec<_>>(), "entities": {"source_name": ["Eta"]}}),
+    );
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["results"][1]["values"], serde_json::json!([0.5]));
+    assert_eq!(e["results"][3]["values"], serde_json::json!([8]));
     // Feast's materialize through the remote store runs amora's materialization.
     let before = registry(&dir.join("data/registry.db"));
     let count = |f: &amora_proto::RegistryFile| -> usize {

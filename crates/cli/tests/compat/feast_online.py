@@ -2,6 +2,7 @@
 
   python feast_online.py REPO read FEATURES ENTITY_ROWS_JSON   -> JSON {feature: [values...]} via get_online_features
   python feast_online.py REPO write VIEW ROWS_JSON             -> write_to_online_store (event_timestamp as ISO strings)
+  python feast_online.py REPO push SOURCE ROWS_JSON            -> push(SOURCE, df, to=ONLINE)
   python feast_online.py REPO read-service SERVICE ENTITY_ROWS_JSON -> get_online_features(feature service, full names)
   python feast_online.py REPO materialize START END VIEW...     -> FeatureStore.materialize (Feast's own offline read)
 """
@@ -25,13 +26,18 @@ def main():
         rows = json.loads(sys.argv[4])
         out = store.get_online_features(features=service, entity_rows=rows, full_feature_names=True).to_dict()
         print(json.dumps(out, default=str))
-    elif cmd == "write":
-        view, rows = sys.argv[3], json.loads(sys.argv[4])
+    elif cmd in ("write", "push"):
+        target, rows = sys.argv[3], json.loads(sys.argv[4])
         df = pd.DataFrame(rows)
         for c in ("event_timestamp", "created_at"):
             if c in df:
                 df[c] = pd.to_datetime(df[c], utc=True)
-        store.write_to_online_store(view, df)
+        if cmd == "write":
+            store.write_to_online_store(target, df)
+        else:
+            from feast.data_source import PushMode
+
+            store.push(target, df, to=PushMode.ONLINE)
         print("ok")
     elif cmd == "materialize":
         start, end, views = sys.argv[3], sys.argv[4], sys.argv[5:]
