@@ -625,6 +625,24 @@ impl OfflineStore for BigQueryStore {
         })
     }
 
+    /// One load job appending to the view's table (atomic in BigQuery).
+    fn append<'a>(
+        &'a self,
+        location: &'a str,
+        _event_timestamp: &'a str,
+        rows: RecordBatch,
+    ) -> BoxFuture<'a, Result<u64, OfflineError>> {
+        Box::pin(async move {
+            let table = TableRef::parse(location)
+                .map_err(|_| contract(format!("`{location}` is not a BigQuery table (project.dataset.table)")))?;
+            let n = rows.num_rows() as u64;
+            if n > 0 {
+                self.upload(&table, rows, true).await?;
+            }
+            Ok(n)
+        })
+    }
+
     fn scan_window<'a>(
         &'a self,
         scan: &'a ScanSpec,

@@ -529,24 +529,8 @@ fn number(v: &Json) -> Option<f64> {
 /// every join key, the event timestamp column and every feature must be there.
 pub fn write_rows(view: &OnlineView, df: &Columns, version: u32) -> Result<Vec<WriteRow>, CoreError> {
     let n = df.rows()?;
-    // Feast's remote online store always names the column `event_timestamp`.
-    let ts_name = if df.get(&view.event_timestamp).is_none() && df.get("event_timestamp").is_some() {
-        "event_timestamp"
-    } else {
-        view.event_timestamp.as_str()
-    };
-    let mut needed: Vec<&str> = view.join_keys.iter().map(|k| k.0.as_str()).collect();
-    needed.push(ts_name);
-    needed.extend(view.features.iter().map(|f| f.0.as_str()));
-    let missing: Vec<&str> = needed.iter().copied().filter(|c| df.get(c).is_none()).collect();
-    if !missing.is_empty() {
-        return Err(CoreError::Invalid(format!(
-            "feature view `{}` needs the columns {}; missing: {}",
-            view.name,
-            needed.join(", "),
-            missing.join(", ")
-        )));
-    }
+    let ts_name = timestamp_column(view, df);
+    require_columns(view, df, ts_name)?;
     let keys = entity_keys(
         &view.join_keys,
         &Columns(view.join_keys.iter().map(|(k, _)| (k.clone(), df.get(k).unwrap_or_default().to_vec())).collect()),
@@ -565,6 +549,117 @@ pub fn write_rows(view: &OnlineView, df: &Columns, version: u32) -> Result<Vec<W
         rows.push(WriteRow { entity_key, event_ts, values: values.into() });
     }
     Ok(rows)
+}
+
+/// The event timestamp column of a pushed frame: the view's, or `event_timestamp`
+/// (Feast's remote online store always names it so).
+fn timestamp_column<'a>(view: &'a OnlineView, df: &Columns) -> &'a str {
+    if df.get(&view.event_timestamp).is_none() && df.get("event_timestamp").is_some() {
+        "event_timestamp"
+    } else {
+        view.event_timestamp.as_str()
+    }
+}
+
+/// Every join key, the event timestamp column `ts_name` and every feature of `view`
+/// must be in the frame; an error names the missing ones.
+fn require_columns(view: &OnlineView, df: &Columns, ts_name: &str) -> Result<(), CoreError> {
+    let mut needed: Vec<&str> = view.join_keys.iter().map(|k| k.0.as_str()).collect();
+    needed.push(ts_name);
+    needed.extend(view.features.iter().map(|f| f.0.as_str()));
+    let missing: Vec<&str> = needed.iter().copied().filter(|c| df.get(c).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CoreError::Invalid(format!(
+        "feature view `{}` needs the columns {}; missing: {}",
+        view.name,
+        needed.join(", "),
+        missing.join(", ")
+    )))
+}
+
+/// Rows for `view`'s offline table from a columnar frame (`/push` with `to:
+/// offline`): its join keys, event timestamp (and created timestamp, when the
+/// frame has it) and features, typed by the registry, timestamps in UTC
+/// microseconds. The offline store casts them to the table's types.
+pub fn offline_rows(view: &OnlineView, df: &Columns) -> Result<amora_offline::arrow::array::RecordBatch, CoreError> {
+    use amora_offline::arrow::array::{
+        Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+        StringArray, TimestampMicrosecondArray,
+    };
+    use amora_offline::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+    let n = df.rows()?;
+    let ts_name = timestamp_column(view, df);
+    let timestamps = |name: &str, out: &str| -> Result<(Field, ArrayRef), CoreError> {
+        let col = df.get(name).unwrap_or_default();
+        let v = col
+            .iter()
+            .map(
+                |j| if j.is_null() { Ok(None) } else { parse_ts(j).map(Some).ok_or_else(|| bad(name, "timestamp", j)) },
+            )
+            .collect::<Result<Vec<Option<i64>>, _>>()?;
+        let a = TimestampMicrosecondArray::from(v).with_timezone("UTC");
+        Ok((Field::new(out, a.data_type().clone(), true), Arc::new(a)))
+    };
+    let typed = |name: &str, value_type: i32| -> Result<(Field, ArrayRef), CoreError> {
+        let vals = df
+            .get(name)
+            .unwrap_or_default()
+            .iter()
+            .map(|j| feature_value(name, value_type, j).map(|v| v.val))
+            .collect::<Result<Vec<Option<Val>>, _>>()?;
+        macro_rules! col {
+            ($arr:ty, $variant:ident) => {
+                Arc::new(
+                    vals.into_iter()
+                        .map(|v| match v {
+                            Some(Val::$variant(x)) => Some(x),
+                            _ => None,
+                        })
+                        .collect::<$arr>(),
+                ) as ArrayRef
+            };
+        }
+        let a: ArrayRef = match value_type {
+            1 => col!(BinaryArray, BytesVal),
+            2 => col!(StringArray, StringVal),
+            3 => col!(Int32Array, Int32Val),
+            4 => col!(Int64Array, Int64Val),
+            5 => col!(Float64Array, DoubleVal),
+            6 => col!(Float32Array, FloatVal),
+            7 => col!(BooleanArray, BoolVal),
+            _ => {
+                let micros: Vec<Option<i64>> = vals
+                    .into_iter()
+                    .map(|v| match v {
+                        Some(Val::UnixTimestampVal(s)) => Some(s * 1_000_000),
+                        _ => None,
+                    })
+                    .collect();
+                Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("UTC"))
+            }
+        };
+        Ok((Field::new(name, a.data_type().clone(), true), a))
+    };
+    require_columns(view, df, ts_name)?;
+    let mut columns = Vec::new();
+    for (k, t) in &view.join_keys {
+        columns.push(typed(k, *t)?);
+    }
+    columns.push(timestamps(ts_name, &view.event_timestamp)?);
+    if let Some(c) = view.created_timestamp.as_deref().filter(|c| df.get(c).is_some() && *c != view.event_timestamp) {
+        columns.push(timestamps(c, c)?);
+    }
+    for (f, t) in &view.features {
+        columns.push(typed(f, *t)?);
+    }
+    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| CoreError::Invalid(format!("feature view `{}`: {e}", view.name)))?;
+    debug_assert_eq!(batch.num_rows(), n);
+    Ok(batch)
 }
 
 #[cfg(test)]

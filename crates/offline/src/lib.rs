@@ -6,6 +6,7 @@
 //! Architecture invariant: this crate knows DataFusion and Arrow; it knows nothing
 //! of the DAG, manifests or registries (see `amora-pipeline`).
 
+mod append;
 pub mod frames;
 pub mod historical;
 pub mod latest;

@@ -104,6 +104,16 @@ pub trait OfflineStore: Send + Sync {
         scan: &'a ScanSpec,
         window: (i64, i64),
     ) -> BoxFuture<'a, Result<WindowScan, OfflineError>>;
+    /// Appends rows to a view's table at `location` (Feast's `offline_write_batch`:
+    /// `/push` with `to: offline`), cast to the table's column types; columns the
+    /// rows lack are null. Readers see all the rows or none. `event_timestamp` is
+    /// the rows' event timestamp column. Returns the rows written.
+    fn append<'a>(
+        &'a self,
+        location: &'a str,
+        event_timestamp: &'a str,
+        rows: RecordBatch,
+    ) -> BoxFuture<'a, Result<u64, OfflineError>>;
 }
 
 /// The embedded store: DataFusion over the project's Parquet tables.
@@ -193,6 +203,19 @@ impl OfflineStore for EmbeddedStore {
             views,
             full_feature_names,
         ))
+    }
+    fn append<'a>(
+        &'a self,
+        location: &'a str,
+        event_timestamp: &'a str,
+        rows: RecordBatch,
+    ) -> BoxFuture<'a, Result<u64, OfflineError>> {
+        Box::pin(async move {
+            let (location, ts) = (location.to_string(), event_timestamp.to_string());
+            tokio::task::spawn_blocking(move || crate::append::append_local(&location, &ts, &rows))
+                .await
+                .map_err(|e| OfflineError::Backend(format!("the append failed: {e}")))?
+        })
     }
     fn scan_window<'a>(
         &'a self,

@@ -183,7 +183,7 @@ async fn dispatch(service: &Arc<Service>, req: Request<Incoming>, name: &'static
     match name {
         "get-online-features" => get_online_features(service, body(service, req).await?).await,
         "write-to-online-store" => write_to_online_store(service, body(service, req).await?),
-        "push" => push(service, body(service, req).await?),
+        "push" => push(service, body(service, req).await?).await,
         "materialize" | "materialize-incremental" => {
             let b: MaterializeBody = body(service, req).await?;
             materialize(service, b, name == "materialize", &query).await
@@ -358,32 +358,64 @@ fn online() -> String {
     "online".into()
 }
 
-/// `/push`: rows for every feature view whose stream source is the push source.
-fn push(service: &Service, b: PushBody) -> Result<Reply, ApiError> {
-    if b.to != "online" {
-        return Err(ApiError::bad_request(format!(
-            "amora writes pushed rows to the online store only; `to` is `{}`, send `online`",
-            b.to
-        )));
-    }
+/// `/push`: rows for every feature view whose stream source is the push source,
+/// to the online store (`to: online`, the default), to the views' offline tables
+/// (`offline`), or both (`online_and_offline`: offline first, so a frame the
+/// offline table rejects writes nothing online).
+async fn push(service: &Arc<Service>, b: PushBody) -> Result<Reply, ApiError> {
+    let (online, offline) = match b.to.as_str() {
+        "online" => (true, false),
+        "offline" => (false, true),
+        "online_and_offline" => (true, true),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "`to` is `{other}`; send `online`, `offline` or `online_and_offline`"
+            )))
+        }
+    };
     let snap = service.snapshot();
     let objects = amora_registry::current_objects(&snap.file, &service.project).map_err(CoreError::from)?;
-    let views: Vec<String> = objects
+    let names: Vec<String> = objects
         .feature_views
         .values()
         .filter_map(|v| v.spec.as_ref())
         .filter(|s| s.stream_source.as_ref().is_some_and(|d| d.name == b.push_source_name))
         .map(|s| s.name.clone())
         .collect();
-    if views.is_empty() {
+    if names.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "PushSourceNotFoundException",
             format!("Unable to find push source '{}'.", b.push_source_name),
         ));
     }
-    for v in views {
-        write_rows(service, &v, &b.df)?;
+    if offline {
+        let views = amora_core::online::online_views(&snap.file, &service.project, &service.root)?;
+        // Views that share a push source share its batch source: one append per table.
+        let mut tables: Vec<(String, String, amora_offline::arrow::array::RecordBatch)> = Vec::new();
+        for v in views.iter().filter(|v| names.contains(&v.name)) {
+            if tables.iter().any(|(l, _, _)| *l == v.location) {
+                continue;
+            }
+            let rows = amora_core::online_json::offline_rows(v, &b.df)?;
+            tables.push((v.location.clone(), v.event_timestamp.clone(), rows));
+        }
+        let svc = service.clone();
+        service
+            .background()
+            .spawn(async move {
+                for (location, ts, rows) in tables {
+                    svc.offline.append(&location, &ts, rows).await.map_err(CoreError::Offline)?;
+                }
+                Ok::<(), CoreError>(())
+            })
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "RuntimeError", e.to_string()))??;
+    }
+    if online {
+        for v in names {
+            write_rows(service, &v, &b.df)?;
+        }
     }
     Ok(json_reply(StatusCode::OK, Vec::new()))
 }

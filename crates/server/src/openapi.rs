@@ -58,7 +58,7 @@ pub fn document() -> Value {
             "Write rows to every feature view whose stream source is the push source",
             json!({"type": "object", "required": ["push_source_name", "df"], "properties": {
                 "push_source_name": {"type": "string"}, "df": columns,
-                "to": {"type": "string", "enum": ["online"], "default": "online"}
+                "to": {"type": "string", "enum": ["online", "offline", "online_and_offline"], "default": "online"}
             }}),
             "empty",
         ),

@@ -316,6 +316,69 @@ fn serves_feasts_api_with_the_cli_values_and_clear_errors() {
     assert_eq!(server2.get("/health").1["status"], "ok");
 }
 
+/// `/push` to the view's push source: `online` lands in the online store only;
+/// `offline` appends to the view's (daily-partitioned) table, which the next
+/// materialization reads; `online_and_offline` does both; a frame the table
+/// rejects, or an unknown `to`, writes nothing.
+#[test]
+fn pushes_land_online_offline_or_both() {
+    let (_tmp, dir) = served_example("pushed");
+    let server = Server::start(&dir, &[], &[]);
+    let row = |who: &str, ts: &str, count: Value| {
+        json!({"source_name": [who], "event_timestamp": [ts], "created_at": [ts],
+               "value_avg": [1.5], "value_sum": [3.0], "value_count": [count]})
+    };
+    let push =
+        |df: Value, to: &str| server.post("/push", &json!({"push_source_name": "step_count_push", "df": df, "to": to}));
+    let count = |who: &str| -> (Value, Value) {
+        let (status, r) = server.post(
+            "/get-online-features",
+            &json!({"features": ["step_count_by_source:value_count"], "entities": {"source_name": [who]}}),
+        );
+        assert_eq!(status, 200, "{r}");
+        (r["results"][1]["values"][0].clone(), r["results"][1]["statuses"][0].clone())
+    };
+    let materialize = || {
+        let (status, b) = server.post(
+            "/materialize",
+            &json!({"start_ts": "2030-01-01T00:00:00", "end_ts": "2030-01-03T00:00:00", "feature_views": ["step_count_by_source"]}),
+        );
+        assert_eq!(status, 200, "{b}");
+    };
+    let partition = dir.join("target/tables/step_count_by_source/amora_date=2030-01-02");
+    let pushed_files = || std::fs::read_dir(&partition).map(|d| d.count()).unwrap_or(0);
+
+    assert_eq!(push(row("Online", "2030-01-02T10:00:00", json!(7)), "online").0, 200);
+    assert_eq!(count("Online"), (json!(7), json!("PRESENT")));
+    assert_eq!(pushed_files(), 0, "an online push leaves the offline table alone");
+
+    let (status, b) = push(row("Offline", "2030-01-02T11:00:00", json!(8)), "offline");
+    assert_eq!((status, &b), (200, &Value::Null), "an empty body, as Feast answers");
+    assert_eq!(count("Offline").1, json!("NOT_FOUND"), "an offline push writes nothing online");
+    assert_eq!(pushed_files(), 1, "one new file in the row's daily partition");
+
+    let (status, b) = push(row("Both", "2030-01-02T12:00:00", json!(9)), "online_and_offline");
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(count("Both"), (json!(9), json!("PRESENT")));
+    assert_eq!(pushed_files(), 2);
+
+    // Rejected frames write nothing anywhere.
+    let (status, b) = push(row("Bad", "2030-01-02T13:00:00", json!("many")), "online_and_offline");
+    assert_eq!(status, 400, "{b}");
+    assert!(feast_error(&b).1.contains("value_count"), "{b}");
+    let (status, b) = push(row("Bad", "2030-01-02T13:00:00", json!(1)), "elsewhere");
+    assert_eq!(status, 400, "{b}");
+    assert!(feast_error(&b).1.contains("online_and_offline"), "{b}");
+    assert_eq!(count("Bad").1, json!("NOT_FOUND"));
+    assert_eq!(pushed_files(), 2);
+
+    // The engine reads the pushed rows: a materialization brings "Offline" online.
+    materialize();
+    assert_eq!(count("Offline"), (json!(8), json!("PRESENT")));
+    assert_eq!(count("Both"), (json!(9), json!("PRESENT")));
+    assert_eq!(count("Bad").1, json!("NOT_FOUND"));
+}
+
 #[test]
 fn bearer_tokens_guard_everything_but_health() {
     let (_tmp, dir) = served_example("guarded");
