@@ -118,6 +118,36 @@ fn a_source_file_is_loaded_in_chunks_then_swapped_in() {
     let batches = rt.block_on(store.query("SELECT COUNT(*) AS n, SUM(v) AS s FROM raw")).unwrap();
     let row = amora_offline::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
     assert!(row.contains("30000") && row.contains(&(0..30_000i64).sum::<i64>().to_string()), "{row}");
+    // Pushed rows (`/push` with `to: offline`) are appended by one load job.
+    {
+        use amora_offline::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+        let pushed = RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(StringArray::from(vec!["pushed", "pushed"])) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(vec![1_000_000, 2_000_000])) as ArrayRef),
+            (
+                "ts",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![1_704_153_600_000_000, 1_704_153_601_000_000])
+                        .with_timezone("UTC"),
+                ) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let table = format!("test-project.{dataset}.raw");
+        assert_eq!(rt.block_on(store.append(&table, "ts", pushed)).unwrap(), 2);
+        let batches =
+            rt.block_on(store.query("SELECT COUNT(*) AS n, SUM(v) AS s, MAX(ts) AS latest FROM raw")).unwrap();
+        let row = amora_offline::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let sum = (0..30_000i64).sum::<i64>() + 3_000_000;
+        assert!(row.contains("30002") && row.contains(&sum.to_string()), "{row}");
+        assert!(row.contains("2024-01-02T00:00:01"), "the pushed timestamps, in UTC: {row}");
+        let err = rt.block_on(store.append(
+            "not a table",
+            "ts",
+            RecordBatch::new_empty(Arc::new(amora_offline::arrow::datatypes::Schema::empty())),
+        ));
+        assert!(err.unwrap_err().to_string().contains("not a BigQuery table"));
+    }
     let rest = Rest::new(&rest_url, "test-project", None, Arc::new(Credentials::anonymous()));
     let (_, tables) = rest
         .query_rows(&format!("SELECT table_name FROM `test-project.{dataset}.INFORMATION_SCHEMA.TABLES`"), &[], None)
