@@ -1,7 +1,9 @@
 //! Rows appended to a local Parquet table (Feast's `offline_write_batch`, for
-//! `/push` with `to: offline`). Readers see all of a push or none of it: new
-//! files are written under a hidden name (which scans skip) and renamed into
-//! place; a single-file table is rewritten beside itself and swapped in.
+//! `/push` with `to: offline`). Readers never see part of a file: new files are
+//! written under a hidden name (which scans skip), all of them, before any is
+//! renamed into place (a push over several days appears day by day, within a
+//! few renames); a single-file table is rewritten beside itself and swapped in.
+//! A failed write renames nothing.
 
 use std::collections::BTreeMap;
 use std::fs::File;

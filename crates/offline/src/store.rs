@@ -106,7 +106,7 @@ pub trait OfflineStore: Send + Sync {
     ) -> BoxFuture<'a, Result<WindowScan, OfflineError>>;
     /// Appends rows to a view's table at `location` (Feast's `offline_write_batch`:
     /// `/push` with `to: offline`), cast to the table's column types; columns the
-    /// rows lack are null. Readers see all the rows or none. `event_timestamp` is
+    /// rows lack are null. A failed append writes nothing. `event_timestamp` is
     /// the rows' event timestamp column. Returns the rows written.
     fn append<'a>(
         &'a self,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use amora_core::online::{
-    read_cells_async, read_keys_async, resolve_selection, MaterializeRequest, OnlineRequest, Target,
+    read_cells_async, read_keys_async, resolve_selection, MaterializeRequest, OnlineRequest, OnlineView, Target,
 };
 use amora_core::online_json::{self, Columns};
 use amora_core::{CoreError, FeatureSelection};
@@ -313,6 +313,18 @@ struct WriteBody {
     transform_on_write: Option<bool>,
 }
 
+/// A written frame over the server's row limit is the caller's mistake (413).
+fn check_row_limit(service: &Service, df: &Columns) -> Result<(), ApiError> {
+    if df.rows()? > service.config.max_entities {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValueError",
+            format!("more rows than the server's limit of {}", service.config.max_entities),
+        ));
+    }
+    Ok(())
+}
+
 fn write_rows(service: &Service, view_name: &str, df: &Columns) -> Result<(), ApiError> {
     let snap = service.snapshot();
     let views = amora_core::online::online_views(&snap.file, &service.project, &service.root)?;
@@ -323,13 +335,11 @@ fn write_rows(service: &Service, view_name: &str, df: &Columns) -> Result<(), Ap
             format!("Feature view {view_name} does not exist in project {}", service.project),
         )
     })?;
-    if df.rows()? > service.config.max_entities {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ValueError",
-            format!("more rows than the server's limit of {}", service.config.max_entities),
-        ));
-    }
+    check_row_limit(service, df)?;
+    write_view_rows(service, view, df)
+}
+
+fn write_view_rows(service: &Service, view: &OnlineView, df: &Columns) -> Result<(), ApiError> {
     let rows = online_json::write_rows(view, df, service.entity_key_version)?;
     let names: Vec<String> = view.features.iter().map(|f| f.0.clone()).collect();
     service.store.write(&service.project, &view.name, &names, &rows).map_err(|e| ApiError::from(CoreError::Online(e)))
@@ -375,12 +385,12 @@ async fn push(service: &Arc<Service>, b: PushBody) -> Result<Reply, ApiError> {
     };
     let snap = service.snapshot();
     let objects = amora_registry::current_objects(&snap.file, &service.project).map_err(CoreError::from)?;
-    let names: Vec<String> = objects
+    let names: Vec<&str> = objects
         .feature_views
         .values()
         .filter_map(|v| v.spec.as_ref())
         .filter(|s| s.stream_source.as_ref().is_some_and(|d| d.name == b.push_source_name))
-        .map(|s| s.name.clone())
+        .map(|s| s.name.as_str())
         .collect();
     if names.is_empty() {
         return Err(ApiError::new(
@@ -389,11 +399,13 @@ async fn push(service: &Arc<Service>, b: PushBody) -> Result<Reply, ApiError> {
             format!("Unable to find push source '{}'.", b.push_source_name),
         ));
     }
+    check_row_limit(service, &b.df)?;
+    let all = amora_core::online::online_views(&snap.file, &service.project, &service.root)?;
+    let views: Vec<&OnlineView> = all.iter().filter(|v| names.contains(&v.name.as_str())).collect();
     if offline {
-        let views = amora_core::online::online_views(&snap.file, &service.project, &service.root)?;
         // Views that share a push source share its batch source: one append per table.
         let mut tables: Vec<(String, String, amora_offline::arrow::array::RecordBatch)> = Vec::new();
-        for v in views.iter().filter(|v| names.contains(&v.name)) {
+        for v in &views {
             if tables.iter().any(|(l, _, _)| *l == v.location) {
                 continue;
             }
@@ -413,8 +425,8 @@ async fn push(service: &Arc<Service>, b: PushBody) -> Result<Reply, ApiError> {
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "RuntimeError", e.to_string()))??;
     }
     if online {
-        for v in names {
-            write_rows(service, &v, &b.df)?;
+        for v in views {
+            write_view_rows(service, v, &b.df)?;
         }
     }
     Ok(json_reply(StatusCode::OK, Vec::new()))
