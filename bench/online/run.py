@@ -1,7 +1,8 @@
 """The materialization benchmark on the anchor workload (2 views, ~2M source rows,
 100k entities): amora into Redis and into the embedded store, `feast materialize`
-into the same (private) Redis, and redis-benchmark's pipelined HSET as the ceiling,
-in one run. Amora reads the registry `feast apply` wrote.
+into the same (private) Redis and into its own embedded store (SQLite), and
+redis-benchmark's pipelined HSET as the ceiling, in one run. Amora reads the
+registry `feast apply` wrote.
 
 Usage: python run.py AMORA_BIN DATA_DIR WORK_DIR REDIS_PORT [--skip-feast] [--repeat N]
 
@@ -18,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "historical"))
 from measure import measure  # noqa: E402
-from run import feast_repo_on_redis  # noqa: E402  (bench/historical/run.py: the anchor Feast repo)
+from run import feast_repo, feast_repo_on_redis  # noqa: E402  (bench/historical/run.py: the anchor Feast repo)
 
 START, END = "2025-01-01T00:00:00", "2025-02-01T00:00:00"
 
@@ -75,6 +76,17 @@ def main():
         feast = os.path.join(os.path.dirname(sys.executable), "feast")
         results["feast -> redis"] = measure([feast, "materialize", START, END], cwd=repo)[:2]
         keys_feast = int(redis_cli(args.port, "DBSIZE"))
+        # Feast's embedded default, the peer of amora's embedded store: the same
+        # definitions with `online_store: sqlite`, in a folder of its own.
+        sqlite_repo, _ = feast_repo(os.path.join(work, "feast_sqlite"), data)
+        online_db = os.path.join(sqlite_repo, "data", "online.db")
+        if os.path.exists(online_db):  # a previous run's, reapplied empty
+            os.remove(online_db)
+            subprocess.run([feast, "apply"], cwd=sqlite_repo, check=True, capture_output=True)
+        results["feast -> sqlite"] = measure([feast, "materialize", START, END], cwd=sqlite_repo)[:2]
+        import sqlite3
+        with sqlite3.connect(online_db) as db:
+            rows_sqlite = {t: db.execute(f"SELECT COUNT(DISTINCT entity_key) FROM anchor_{t}").fetchone()[0] for t in ("user_stats", "user_txn")}
     # The ceiling: pipelined HSET of hashes with as many fields as amora writes per
     # entity (both views share the entity's hash: 15 features + 2 timestamps).
     fields = " ".join(f"f{i} v{i}" for i in range(17))
@@ -113,6 +125,10 @@ def main():
         f = results["feast -> redis"][0]
         print(f"  ratio amora/feast into redis: {a / f:.4f} ({f / a:.0f}x); embedded: {results['amora -> embedded'][0] / f:.4f} ({f / results['amora -> embedded'][0]:.0f}x)")
         print(f"  keys: amora {keys_amora}, feast {keys_feast}")
+    if "feast -> sqlite" in results:
+        f = results["feast -> sqlite"][0]
+        e = results["amora -> embedded"][0]
+        print(f"  ratio amora embedded / feast sqlite: {e / f:.4f} ({f / e:.0f}x); feast sqlite entities per view: {rows_sqlite}")
     print(f"online reads through the library (15 features, both views), microseconds; raw PING round trip p50 {raw_p50:.0f} / p99 {raw_p99:.0f}")
     for (label, batch), r in reads.items():
         extra = f"  (p99 / raw p99 = {r['p99_us'] / raw_p99:.2f})" if label == "redis" else ""

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use amora_model::calendar::civil_from_days;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
@@ -22,10 +22,6 @@ use datafusion::parquet::file::properties::WriterProperties;
 use crate::scan::{io, local_files};
 use crate::warehouse::PARTITION_COLUMN;
 use crate::OfflineError;
-
-/// Serializes rewrites of single-file tables within this process (a rewrite
-/// reads the old file: two at once would lose one's rows).
-static REWRITES: Mutex<()> = Mutex::new(());
 
 /// Appends `rows` to the table at `location` (a Parquet file or a folder of
 /// them) and returns how many were written. `event_timestamp` names the column
@@ -163,10 +159,17 @@ fn write_file(
     f.sync_all().map_err(|e| io(path, e))
 }
 
-/// Rewrites a single-file table with `batch` appended, then swaps it in.
+/// Rewrites a single-file table with `batch` appended, then swaps it in. Rewrites
+/// of one table are serialized, across threads and processes, by an exclusive
+/// lock on `.<file>.amora-lock` beside it (a rewrite reads the old file: two at
+/// once would lose one's rows). The lock is the OS's (`flock`), so a crashed
+/// pusher releases it.
 fn rewrite_with(path: &Path, schema: &SchemaRef, batch: &RecordBatch) -> Result<(), OfflineError> {
-    let _one = REWRITES.lock().unwrap_or_else(|p| p.into_inner());
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let lock_path = path.with_file_name(format!(".{name}.amora-lock"));
+    let lock =
+        File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| io(&lock_path, e))?;
+    lock.lock().map_err(|e| io(&lock_path, e))?;
     let tmp = path.with_file_name(format!(".tmp-{}-{name}", uuid::Uuid::new_v4().simple()));
     let old = File::open(path).map_err(|e| io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(old).and_then(|b| b.build()).map_err(|e| io(path, e))?;
@@ -269,7 +272,26 @@ mod tests {
         assert_eq!(got[2], (3, 2 * DAY + 3_600_000_000, 5.0, None), "cast, and null where the push has no column");
         assert_eq!(got[0].3.as_deref(), Some("old"));
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names.len(), 1, "nothing left beside the table: {names:?}");
+        assert_eq!(names.len(), 2, "nothing left beside the table but its lock file: {names:?}");
+        assert!(names.iter().any(|n| n == ".t.parquet.amora-lock"), "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_pushes_to_a_single_file_table_lose_no_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("t.parquet");
+        let old = table(&[1, 2], &[0, 1]);
+        write_file(&file, &old.schema(), std::iter::once(Ok(old.clone()))).unwrap();
+        let location = file.to_str().unwrap().to_string();
+        // Each thread opens the lock file itself, as another process would.
+        std::thread::scope(|s| {
+            for i in 0..8i64 {
+                let location = &location;
+                s.spawn(move || append_local(location, "ts", &pushed(&[10 + i], &[2])).unwrap());
+            }
+        });
+        let got = rows(&TableLocation::File(file.clone())).await;
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 10, 11, 12, 13, 14, 15, 16, 17]);
     }
 
     #[tokio::test]
