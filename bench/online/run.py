@@ -12,6 +12,7 @@ peak memory are reported); Feast's once.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -78,11 +79,10 @@ def main():
         keys_feast = int(redis_cli(args.port, "DBSIZE"))
         # Feast's embedded default, the peer of amora's embedded store: the same
         # definitions with `online_store: sqlite`, in a folder of its own.
+        # A fresh folder each run: `feast apply` creates the tables only for a new registry.
+        shutil.rmtree(os.path.join(work, "feast_sqlite"), ignore_errors=True)
         sqlite_repo, _ = feast_repo(os.path.join(work, "feast_sqlite"), data)
         online_db = os.path.join(sqlite_repo, "data", "online.db")
-        if os.path.exists(online_db):  # a previous run's, reapplied empty
-            os.remove(online_db)
-            subprocess.run([feast, "apply"], cwd=sqlite_repo, check=True, capture_output=True)
         results["feast -> sqlite"] = measure([feast, "materialize", START, END], cwd=sqlite_repo)[:2]
         import sqlite3
         with sqlite3.connect(online_db) as db:
