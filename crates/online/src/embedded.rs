@@ -155,6 +155,40 @@ impl EmbeddedStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Writes a view's rows where they are newer than the stored ones.
+    fn insert_newer(
+        &self,
+        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        project: &str,
+        v: &crate::ViewRows<'_>,
+    ) -> Result<(), OnlineError> {
+        let ids = field_ids(v.view, v.features).map_err(|m| self.err(m))?;
+        let p = prefix(project, v.view);
+        // In key order, so the B-tree is filled page by page.
+        let mut order: Vec<&WriteRow> = v.rows.iter().collect();
+        order.sort_unstable_by(|a, b| a.entity_key.cmp(&b.entity_key));
+        let mut key = p.clone();
+        let mut value = Vec::new();
+        for r in order {
+            key.truncate(p.len());
+            key.extend_from_slice(&r.entity_key);
+            encode(&mut value, r.event_ts, &ids, &r.values);
+            // One descent of the tree: write, and put the old row back in the
+            // rare case it was as new or newer.
+            let kept = match t.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))? {
+                Some(old) => {
+                    let old = old.value();
+                    event_ts(old).is_some_and(|old_ts| old_ts >= r.event_ts).then(|| old.to_vec())
+                }
+                None => None,
+            };
+            if let Some(old) = kept {
+                t.insert(key.as_slice(), old.as_slice()).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> OnlineError {
         OnlineError::Backend { store: self.path.clone(), message: e.to_string() }
     }
@@ -172,32 +206,17 @@ impl OnlineStore for EmbeddedStore {
     }
 
     fn write(&self, project: &str, view: &str, features: &[String], rows: &[WriteRow]) -> Result<(), OnlineError> {
-        let ids = field_ids(view, features).map_err(|m| self.err(m))?;
-        let p = prefix(project, view);
-        // In key order, so the B-tree is filled page by page.
-        let mut order: Vec<&WriteRow> = rows.iter().collect();
-        order.sort_unstable_by(|a, b| a.entity_key.cmp(&b.entity_key));
+        self.write_views(project, &[crate::ViewRows { view, features, rows }])
+    }
+
+    /// All the views' rows in one transaction: one commit (and one sync) per chunk,
+    /// and a chunk's views land together or not at all.
+    fn write_views(&self, project: &str, views: &[crate::ViewRows<'_>]) -> Result<(), OnlineError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
-            let mut key = p.clone();
-            let mut value = Vec::new();
-            for r in order {
-                key.truncate(p.len());
-                key.extend_from_slice(&r.entity_key);
-                encode(&mut value, r.event_ts, &ids, &r.values);
-                // One descent of the tree: write, and put the old row back in the
-                // rare case it was as new or newer.
-                let kept = match t.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))? {
-                    Some(old) => {
-                        let old = old.value();
-                        event_ts(old).is_some_and(|old_ts| old_ts >= r.event_ts).then(|| old.to_vec())
-                    }
-                    None => None,
-                };
-                if let Some(old) = kept {
-                    t.insert(key.as_slice(), old.as_slice()).map_err(|e| self.err(e))?;
-                }
+            for v in views {
+                self.insert_newer(&mut t, project, v)?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
