@@ -15,9 +15,19 @@ struct PrivateRedis {
     dir: tempfile::TempDir,
 }
 
+/// A port for a private server: below the kernel's ephemeral range (32768+), so
+/// no other test's outgoing connection can hold it, and free when checked.
+fn private_port(salt: u32) -> u16 {
+    let start = (std::process::id().wrapping_mul(31).wrapping_add(salt) % 10_000) as u16;
+    (0..10_000u16)
+        .map(|i| 20_000 + (start + i) % 10_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 20000..30000")
+}
+
 impl PrivateRedis {
     fn start() -> Option<PrivateRedis> {
-        let port = 30_000 + (std::process::id() % 20_000) as u16;
+        let port = private_port(0);
         PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &["--appendonly", "no"])
     }
 
@@ -168,7 +178,7 @@ fn redis_killed_mid_materialization_exits_cleanly_and_a_rerun_converges() {
     // Durable: every acknowledged write survives the SIGKILL, so the rerun starts
     // from the partial state, as it would against a production Redis.
     let aof = ["--appendonly", "yes", "--appendfsync", "always"];
-    let port = 30_000 + ((std::process::id() + 7_919) % 20_000) as u16;
+    let port = private_port(7_919);
     let Some(redis) = PrivateRedis::start_on(port, tempfile::tempdir().unwrap(), &aof) else { return };
     let (_tmp, dir) = example("health");
     // 200,000 sources: dozens of write batches, so the kill lands mid-write.
