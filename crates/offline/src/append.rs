@@ -240,6 +240,14 @@ mod tests {
         .unwrap()
     }
 
+    /// `dir/t.parquet` holding ids 1 and 2.
+    fn single_file_table(dir: &Path) -> PathBuf {
+        let file = dir.join("t.parquet");
+        let old = table(&[1, 2], &[0, 1]);
+        write_file(&file, &old.schema(), std::iter::once(Ok(old.clone()))).unwrap();
+        file
+    }
+
     async fn rows(location: &TableLocation) -> Vec<(i64, i64, f64, Option<String>)> {
         let w = Warehouse::new(0);
         w.register_table("t", location).await.unwrap();
@@ -263,9 +271,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_file_table_is_rewritten_with_the_rows_cast_to_its_types() {
         let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("t.parquet");
-        let old = table(&[1, 2], &[0, 1]);
-        write_file(&file, &old.schema(), std::iter::once(Ok(old.clone()))).unwrap();
+        let file = single_file_table(tmp.path());
         assert_eq!(append_local(file.to_str().unwrap(), "ts", &pushed(&[3], &[2])).unwrap(), 1);
         let got = rows(&TableLocation::File(file.clone())).await;
         assert_eq!(got.len(), 3);
@@ -279,9 +285,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_pushes_to_a_single_file_table_lose_no_rows() {
         let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("t.parquet");
-        let old = table(&[1, 2], &[0, 1]);
-        write_file(&file, &old.schema(), std::iter::once(Ok(old.clone()))).unwrap();
+        let file = single_file_table(tmp.path());
         let location = file.to_str().unwrap().to_string();
         // Each thread opens the lock file itself, as another process would.
         std::thread::scope(|s| {
