@@ -14,7 +14,7 @@ const FILES: &[(&str, &str)] = &[
     ("models/steps.yml", include_str!("../../../examples/health/models/steps.yml")),
     ("models/step_count_by_source.sql", include_str!("../../../examples/health/models/step_count_by_source.sql")),
     ("models/step_count_by_source.yml", include_str!("../../../examples/health/models/step_count_by_source.yml")),
-    (".gitignore", "target/\ndata/registry.db*\ndata/online.redb\n"),
+    (".gitignore", "target/\ndata/registry.db*\ndata/online.redb*\n"),
 ];
 
 /// The seed dataset's size and seed; `examples/health/data/health.csv` is exactly this.

@@ -119,6 +119,7 @@ fn removing_a_view_removes_its_online_values_and_teardown_clears_the_project() {
     assert_eq!(status(&dir), "NOT_FOUND");
     amora(&dir, &["feature-store", "materialize", "2024-01-01", "2024-03-01"]).ok();
     assert_ne!(status(&dir), "NOT_FOUND");
+    assert!(!amora_online_read(&dir).is_empty());
     // Dropping the feature view from the project deletes its values online on apply.
     let yml = dir.join("models/step_count_by_source.yml");
     let text = std::fs::read_to_string(&yml).unwrap();
@@ -130,13 +131,7 @@ fn removing_a_view_removes_its_online_values_and_teardown_clears_the_project() {
     assert!(store.is_empty(), "values left online: {store:?}");
 }
 
-/// Every value left in the example's embedded online store.
+/// Every key left in the example's embedded online store.
 fn amora_online_read(dir: &std::path::Path) -> Vec<Vec<u8>> {
-    let db = redb::Database::open(dir.join("data/online.redb")).unwrap();
-    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("online");
-    match txn.open_table(table) {
-        Ok(t) => redb::ReadableTable::iter(&t).unwrap().map(|r| r.unwrap().0.value().to_vec()).collect(),
-        Err(_) => vec![],
-    }
+    amora_online::embedded::EmbeddedStore::open(&dir.join("data/online.redb")).unwrap().keys().unwrap()
 }
