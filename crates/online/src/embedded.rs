@@ -495,7 +495,11 @@ mod tests {
             .map(|i| {
                 let txn = store.shards[i].begin_read().unwrap();
                 let t = txn.open_table(TABLE).unwrap();
-                t.iter().unwrap().map(|r| shard_of(entity_key_of(r.unwrap().0.value()).unwrap())).filter(|s| *s == i).count()
+                t.iter()
+                    .unwrap()
+                    .map(|r| shard_of(entity_key_of(r.unwrap().0.value()).unwrap()))
+                    .filter(|s| *s == i)
+                    .count()
             })
             .collect();
         assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
