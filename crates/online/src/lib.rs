@@ -13,6 +13,36 @@ pub mod embedded;
 pub mod redis_store;
 mod resp;
 
+/// FxHash (rustc's hasher) with a finalizer: entity keys are short byte strings from our own data,
+/// so a fast non-cryptographic hash is the right trade.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(K);
+        }
+        for b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(K);
+        }
+    }
+    /// Murmur3's finalizer: the table indexes by the low bits, which a multiply
+    /// alone leaves unmixed.
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+pub type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
 /// One entity's values for one feature view, as materialization writes them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteRow {

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use amora_proto::online::{decode_timestamp, encode_timestamp, feature_field, redis_key, timestamp_field};
+use amora_proto::online::{
+    decode_timestamp, encode_timestamp, encode_timestamp_into, feature_field, redis_key, timestamp_field,
+};
 
 use crate::resp::{self, Pipelined};
 use crate::{Cells, OnlineError, OnlineStore, ViewRead, ViewRows, WriteRow};
@@ -264,7 +266,8 @@ impl RedisStore {
         const NONE: usize = usize::MAX;
         let nv = views.len();
         let total: usize = views.iter().map(|v| v.rows.len()).sum();
-        let mut index: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::with_capacity(total);
+        let mut index: std::collections::HashMap<&[u8], usize, crate::FxBuild> =
+            std::collections::HashMap::with_capacity_and_hasher(total, Default::default());
         let mut slots: Vec<usize> = Vec::with_capacity(total * nv);
         for (v, view) in views.iter().enumerate() {
             for (i, r) in view.rows.iter().enumerate() {
@@ -344,13 +347,18 @@ impl RedisStore {
         };
         p.buf.clear();
         p.count = 0;
+        // Buffers reused from entity to entity: its rows to write, a timestamp's bytes.
+        let mut newer: Vec<(usize, usize)> = Vec::with_capacity(nv);
+        let mut ts = Vec::with_capacity(16);
         for g in &groups {
-            let newer: Vec<(usize, usize)> = refs[g.clone()]
-                .iter()
-                .zip(&stored[g.clone()])
-                .filter(|(r, old)| old.is_none_or(|old| row(**r).event_ts > old))
-                .map(|(r, _)| *r)
-                .collect();
+            newer.clear();
+            newer.extend(
+                refs[g.clone()]
+                    .iter()
+                    .zip(&stored[g.clone()])
+                    .filter(|(r, old)| old.is_none_or(|old| row(**r).event_ts > old))
+                    .map(|(r, _)| *r),
+            );
             if newer.is_empty() {
                 continue;
             }
@@ -361,7 +369,9 @@ impl RedisStore {
             for &(v, i) in &newer {
                 let r = row((v, i));
                 p.arg(&ts_fields[v]);
-                p.arg(&encode_timestamp(r.event_ts));
+                ts.clear();
+                encode_timestamp_into(r.event_ts, &mut ts);
+                p.arg(&ts);
                 for (f, value) in fields[v].iter().zip(&r.values) {
                     p.arg(f);
                     p.arg(value);

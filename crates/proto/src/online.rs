@@ -179,8 +179,15 @@ pub fn timestamp_field(view: &str) -> Vec<u8> {
 
 /// A serialized `google.protobuf.Timestamp` (zero fields omitted).
 pub fn encode_timestamp(micros: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    encode_timestamp_into(micros, &mut out);
+    out
+}
+
+/// [`encode_timestamp`] appended to `out`.
+pub fn encode_timestamp_into(micros: i64, out: &mut Vec<u8>) {
     let t = Timestamp { seconds: micros.div_euclid(1_000_000), nanos: (micros.rem_euclid(1_000_000) * 1000) as i32 };
-    prost::Message::encode_to_vec(&t)
+    prost::Message::encode(&t, out).expect("a Vec grows as needed");
 }
 
 /// The inverse of [`encode_timestamp`] (microseconds); None for bad bytes.
