@@ -30,7 +30,7 @@ const TABLE_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
 
 /// How many databases the entities are dealt to. Part of the layout: another
 /// count needs a new table name and a rewrite at open.
-pub const SHARDS: usize = 4;
+const SHARDS: usize = 4;
 
 type Table = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -46,7 +46,7 @@ fn shard_of(entity_key: &[u8]) -> usize {
 }
 
 /// The file of shard `i` of the store at `path`.
-pub fn shard_path(path: &Path, i: usize) -> std::path::PathBuf {
+fn shard_path(path: &Path, i: usize) -> std::path::PathBuf {
     if i == 0 {
         return path.to_path_buf();
     }
@@ -184,35 +184,28 @@ impl EmbeddedStore {
         if !self.has_table(0, TABLE_V2)? {
             return Ok(());
         }
-        let read = self.shards[0].begin_read().map_err(|e| self.err(e))?;
-        let old = read.open_table(TABLE_V2).map_err(|e| self.err(e))?;
-        for shard in 1..SHARDS {
-            let txn = self.shards[shard].begin_write().map_err(|e| self.err(e))?;
-            {
-                let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
-                for item in old.iter().map_err(|e| self.err(e))? {
-                    let (k, v) = item.map_err(|e| self.err(e))?;
-                    if entity_key_of(k.value()).map(shard_of) == Some(shard) {
-                        t.insert(k.value(), v.value()).map_err(|e| self.err(e))?;
-                    }
-                }
-            }
-            txn.commit().map_err(|e| self.err(e))?;
-        }
-        let txn = self.shards[0].begin_write().map_err(|e| self.err(e))?;
+        // One pass over the old table, each row into its shard's transaction.
+        let txns =
+            self.shards.iter().map(|db| db.begin_write().map_err(|e| self.err(e))).collect::<Result<Vec<_>, _>>()?;
         {
-            let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+            let old = txns[0].open_table(TABLE_V2).map_err(|e| self.err(e))?;
+            let mut tables =
+                txns.iter().map(|t| t.open_table(TABLE).map_err(|e| self.err(e))).collect::<Result<Vec<_>, _>>()?;
             for item in old.iter().map_err(|e| self.err(e))? {
                 let (k, v) = item.map_err(|e| self.err(e))?;
                 // A key too short to hold an entity key is no one's: it goes with the old table.
-                if entity_key_of(k.value()).map(shard_of) == Some(0) {
-                    t.insert(k.value(), v.value()).map_err(|e| self.err(e))?;
+                if let Some(shard) = entity_key_of(k.value()).map(shard_of) {
+                    tables[shard].insert(k.value(), v.value()).map_err(|e| self.err(e))?;
                 }
             }
         }
-        drop((old, read));
-        txn.delete_table(TABLE_V2).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        let mut txns = txns.into_iter();
+        let first = txns.next().expect("shard 0");
+        for txn in txns {
+            txn.commit().map_err(|e| self.err(e))?;
+        }
+        first.delete_table(TABLE_V2).map_err(|e| self.err(e))?;
+        first.commit().map_err(|e| self.err(e))
     }
 
     /// Rewrites rows of the first layout into the unsharded one, in one transaction
