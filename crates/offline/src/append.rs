@@ -30,9 +30,13 @@ use crate::OfflineError;
 /// a column the table lacks is an error that names it.
 pub fn append_local(location: &str, event_timestamp: &str, rows: &RecordBatch) -> Result<u64, OfflineError> {
     let path = Path::new(location);
-    let files = local_files(location).ok_or_else(|| {
-        OfflineError::Contract(format!("{location}: the table does not exist; build it first (`amora run`)"))
-    })?;
+    let missing =
+        || OfflineError::Contract(format!("{location}: the table does not exist; build it first (`amora run`)"));
+    local_files(location).ok_or_else(missing)?;
+    // Under the table's lock from here: its files, as read below, are the ones
+    // the push adds to (no rebuild swaps them meanwhile).
+    let _lock = lock_table(path)?;
+    let files = local_files(location).ok_or_else(missing)?;
     let Some(first) = files.first() else {
         return Err(OfflineError::Contract(format!("{location}: the table has no Parquet file to append to")));
     };
@@ -159,17 +163,26 @@ fn write_file(
     f.sync_all().map_err(|e| io(path, e))
 }
 
-/// Rewrites a single-file table with `batch` appended, then swaps it in. Rewrites
-/// of one table are serialized, across threads and processes, by an exclusive
-/// lock on `.<file>.amora-lock` beside it (a rewrite reads the old file: two at
-/// once would lose one's rows). The lock is the OS's (`flock`), so a crashed
-/// pusher releases it.
-fn rewrite_with(path: &Path, schema: &SchemaRef, batch: &RecordBatch) -> Result<(), OfflineError> {
+/// Takes the exclusive lock of the local table at `path` (a file or a folder),
+/// held while the table is written: pushes and model rebuilds of one table take
+/// turns, across threads and processes (a rewrite reads the old file, and a
+/// rebuild moves the old folder aside: either at once with a push would lose
+/// rows or leave a table of the push alone). The lock is the OS's (`flock`) on
+/// `.<name>.amora-lock` beside the table, so a crashed writer releases it; it is
+/// released when the returned file is dropped.
+pub(crate) fn lock_table(path: &Path) -> Result<File, OfflineError> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let lock_path = path.with_file_name(format!(".{name}.amora-lock"));
     let lock =
         File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| io(&lock_path, e))?;
     lock.lock().map_err(|e| io(&lock_path, e))?;
+    Ok(lock)
+}
+
+/// Rewrites a single-file table with `batch` appended, then swaps it in (the
+/// caller holds the table's lock, [`lock_table`]).
+fn rewrite_with(path: &Path, schema: &SchemaRef, batch: &RecordBatch) -> Result<(), OfflineError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".tmp-{}-{name}", uuid::Uuid::new_v4().simple()));
     let old = File::open(path).map_err(|e| io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(old).and_then(|b| b.build()).map_err(|e| io(path, e))?;
@@ -325,5 +338,64 @@ mod tests {
         assert!(err.contains("no column surprise"), "{err}");
         assert_eq!(local_files(dir.to_str().unwrap()).unwrap().len(), 4);
         assert_eq!(rows(&location).await.len(), 5);
+    }
+
+    /// Holds the lock of the table at `table` (as a writer in another process
+    /// would) and checks that `f`, started meanwhile, waits for its release.
+    fn waits_for_the_lock<T: Send>(table: &Path, f: impl FnOnce() -> T + Send) -> T {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let lock = lock_table(table).unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let r = f();
+                done.store(true, Ordering::SeqCst);
+                r
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(!done.load(Ordering::SeqCst), "finished while the table's lock was held");
+            drop(lock);
+            h.join().unwrap()
+        })
+    }
+
+    #[test]
+    fn a_rebuild_and_a_push_of_one_table_take_turns_under_its_lock() {
+        use amora_model::{Column, Scalar, ValueType};
+        let tmp = tempfile::tempdir().unwrap();
+        let source = single_file_table(tmp.path());
+        let dir = tmp.path().join("model");
+        let location = TableLocation::Daily { dir: dir.clone(), column: "ts".into() };
+        let column = |name: &str, ty: Scalar| Column {
+            name: name.into(),
+            ty: ValueType::Scalar(ty),
+            doc: String::new(),
+            tests: vec![],
+        };
+        let columns = vec![
+            column("id", Scalar::Int64),
+            column("ts", Scalar::UnixTimestamp),
+            column("value", Scalar::Float64),
+            column("note", Scalar::String),
+        ];
+        let build = || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let w = Warehouse::new(1);
+                w.register_table("src", &TableLocation::File(source.clone())).await.unwrap();
+                w.build_table("model", "SELECT id, ts, value, note FROM src", &columns, &location).await.unwrap()
+            })
+        };
+        assert_eq!(build().rows, 2);
+        // A rebuild waits for a push in progress (here: the held lock) to finish.
+        assert_eq!(waits_for_the_lock(&dir, build).rows, 2);
+        // A push waits for a rebuild's swap, then adds to the new table.
+        let pushed_rows = pushed(&[7], &[1]);
+        let n = waits_for_the_lock(&dir, || append_local(dir.to_str().unwrap(), "ts", &pushed_rows).unwrap());
+        assert_eq!(n, 1);
+        let got = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(rows(&location));
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 7]);
+        let beside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(beside.iter().any(|n| n == ".model.amora-lock"), "the lock lives beside the table: {beside:?}");
     }
 }

@@ -311,6 +311,19 @@ impl Warehouse {
                 return Err(e);
             }
         };
+        // The swap takes the table's lock, as a push does (`append::lock_table`):
+        // a push in progress finishes first, and none starts halfway through the
+        // swap (a folder moved aside would otherwise take a push's files with it,
+        // or a push would recreate the folder and the swap fail with the table gone).
+        // The wait is short (a push's write), so it blocks this runtime thread.
+        let lock = match crate::append::lock_table(&final_path) {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         swap_into_place(&tmp, &final_path)?;
         // A table that changed layout (file <-> folder) leaves no stale twin behind.
         let twin = match location {
@@ -321,6 +334,7 @@ impl Warehouse {
             let _ = std::fs::remove_file(&twin);
             let _ = std::fs::remove_dir_all(&twin);
         }
+        drop(lock);
         Ok(TableStats { rows, bytes: disk_size(&final_path) })
     }
 
