@@ -119,8 +119,35 @@ fn number(line: &[u8]) -> Result<i64, String> {
     Ok(if negative { -n } else { n })
 }
 
+/// A bulk string's header, `$<digits>\r\n`, read in one pass (most elements of a
+/// reply are these): `Some((length, where its bytes start))`, `None` when the
+/// header is not all there yet or is not of that simple form (a null, a
+/// malformed one: [`parse_at`]'s general path decides).
+fn bulk_header(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let mut at = pos + 1;
+    let mut n = 0usize;
+    while let Some(&d) = buf.get(at) {
+        if !d.is_ascii_digit() || at - pos > 18 {
+            break;
+        }
+        n = n * 10 + usize::from(d - b'0');
+        at += 1;
+    }
+    (at > pos + 1 && buf.get(at) == Some(&b'\r') && buf.get(at + 1) == Some(&b'\n')).then_some((n, at + 2))
+}
+
 fn parse_at(buf: &[u8], pos: usize, out: &mut Vec<Span>, top: bool) -> Result<Option<Parsed>, String> {
     let Some(&kind) = buf.get(pos) else { return Ok(None) };
+    if kind == b'$' {
+        if let Some((n, next)) = bulk_header(buf, pos) {
+            let end = next + n;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            out.push(Some((next, end)));
+            return Ok(Some(Parsed { end: end + 2, error: None }));
+        }
+    }
     let Some(eol) = line_end(buf, pos + 1) else { return Ok(None) };
     let line = &buf[pos + 1..eol];
     let next = eol + 2;
@@ -318,7 +345,10 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, mut buf: BytesMut, sh
             let answer = match error.take() {
                 Some(e) => Err(e),
                 None => {
-                    Ok(Replies { data, elements: std::mem::take(&mut elements), counts: std::mem::take(&mut counts) })
+                    // The next request's vectors sized as this one's: one allocation, not a regrowth.
+                    let (e, c) = (elements.len(), counts.len());
+                    let elements = std::mem::replace(&mut elements, Vec::with_capacity(e));
+                    Ok(Replies { data, elements, counts: std::mem::replace(&mut counts, Vec::with_capacity(c)) })
                 }
             };
             elements.clear();
@@ -529,6 +559,9 @@ mod tests {
         assert!(parse_reply(b"$x\r\n", 0, &mut Vec::new()).is_err());
         assert!(parse_reply(b"$\r\n", 0, &mut Vec::new()).is_err());
         assert!(parse_reply(b"$1-\r\n", 0, &mut Vec::new()).is_err());
+        assert!(parse_reply(b"$1234567890123456789\r\n", 0, &mut Vec::new()).is_err(), "a length over 18 digits");
+        let (spans, _) = parse_all(b"$12\r\nhello world!\r\n");
+        assert_eq!(spans, vec![Some((5, 17))]);
     }
 
     #[test]
