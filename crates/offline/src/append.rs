@@ -32,8 +32,11 @@ pub fn append_local(location: &str, event_timestamp: &str, rows: &RecordBatch) -
     let path = Path::new(location);
     let missing =
         || OfflineError::Contract(format!("{location}: the table does not exist; build it first (`amora run`)"));
-    local_files(location).ok_or_else(missing)?;
-    // Under the table's lock from here: its files, as read below, are the ones
+    // Checked before locking, so a missing table leaves no lock file behind.
+    if !path.exists() {
+        return Err(missing());
+    }
+    // Under the table's lock from here: its files, as listed below, are the ones
     // the push adds to (no rebuild swaps them meanwhile).
     let _lock = lock_table(path)?;
     let files = local_files(location).ok_or_else(missing)?;

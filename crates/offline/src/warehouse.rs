@@ -302,22 +302,15 @@ impl Warehouse {
         let dir = final_path.parent().unwrap_or(Path::new(".")).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let tmp = dir.join(format!(".tmp-{model}-{}", uuid::Uuid::new_v4().simple()));
-        let result = self.write(df, location, &tmp).await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
-        };
-        // The swap takes the table's lock, as a push does (`append::lock_table`):
-        // a push in progress finishes first, and none starts halfway through the
-        // swap (a folder moved aside would otherwise take a push's files with it,
-        // or a push would recreate the folder and the swap fail with the table gone).
-        // The wait is short (a push's write), so it blocks this runtime thread.
-        let lock = match crate::append::lock_table(&final_path) {
-            Ok(lock) => lock,
+        let written = self.write(df, location, &tmp).await;
+        // Once written, the swap takes the table's lock, as a push does
+        // (`append::lock_table`): a push in progress finishes first, and none starts
+        // halfway through the swap (a folder moved aside would otherwise take a
+        // push's files with it, or a push would recreate the folder and the swap
+        // fail with the table gone). The wait is short (a push's write), so it
+        // blocks this runtime thread.
+        let (rows, lock) = match written.and_then(|rows| Ok((rows, crate::append::lock_table(&final_path)?))) {
+            Ok(locked) => locked,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 let _ = std::fs::remove_dir_all(&tmp);

@@ -139,32 +139,29 @@ fn bulk_header(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
 fn parse_at(buf: &[u8], pos: usize, out: &mut Vec<Span>, top: bool) -> Result<Option<Parsed>, String> {
     let Some(&kind) = buf.get(pos) else { return Ok(None) };
     if kind == b'$' {
-        if let Some((n, next)) = bulk_header(buf, pos) {
-            let end = next + n;
-            if buf.len() < end + 2 {
-                return Ok(None);
+        let (n, next) = match bulk_header(buf, pos) {
+            Some(header) => header,
+            None => {
+                let Some(eol) = line_end(buf, pos + 1) else { return Ok(None) };
+                let n = number(&buf[pos + 1..eol])?;
+                if n < 0 {
+                    out.push(None);
+                    return Ok(Some(Parsed { end: eol + 2, error: None }));
+                }
+                (n as usize, eol + 2)
             }
-            out.push(Some((next, end)));
-            return Ok(Some(Parsed { end: end + 2, error: None }));
+        };
+        let end = next + n;
+        if buf.len() < end + 2 {
+            return Ok(None);
         }
+        out.push(Some((next, end)));
+        return Ok(Some(Parsed { end: end + 2, error: None }));
     }
     let Some(eol) = line_end(buf, pos + 1) else { return Ok(None) };
     let line = &buf[pos + 1..eol];
     let next = eol + 2;
     match kind {
-        b'$' => {
-            let n = number(line)?;
-            if n < 0 {
-                out.push(None);
-                return Ok(Some(Parsed { end: next, error: None }));
-            }
-            let end = next + n as usize;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            out.push(Some((next, end)));
-            Ok(Some(Parsed { end: end + 2, error: None }))
-        }
         b'+' | b':' => {
             out.push(Some((pos + 1, eol)));
             Ok(Some(Parsed { end: next, error: None }))
