@@ -67,8 +67,10 @@ def main():
     with open(os.path.join(emb_project, "amora.yaml"), "w") as f:
         f.write(cfg)
     def fresh_embedded():
-        if os.path.exists(f"{emb}/online.redb"):
-            os.remove(f"{emb}/online.redb")
+        # The store and its shards (`online.redb`, `online.redb.1`, ...).
+        for name in os.listdir(emb):
+            if name.startswith("online.redb"):
+                os.remove(os.path.join(emb, name))
 
     results["amora -> embedded"] = median_run(
         [args.amora, "--project-dir", emb_project, "feature-store", "materialize", START, END, "--quiet"], fresh_embedded)
