@@ -7,13 +7,16 @@
 //! the shards at once, one transaction each, on as many threads: an entity's rows
 //! of every view of a batch land together or not at all.
 //!
-//! Layout: one table per shard, `online.v3`; key = `u32le len(project) | project |
-//! u32le len(view) | view | entity key`, value = `i64le event_ts | (u32le field id |
-//! varint len(value) | value)*`, where a feature's field id is murmur3_32 of its
-//! name (seed 0). A view whose features' ids collide is refused at write time.
-//! Earlier layouts, all in the one file at the configured path (`online`, names
-//! spelled out in every value; `online.v2`, this layout unsharded), are rewritten
-//! into this one when the store is opened.
+//! Layout: one table per shard, `online.v4`, one record per entity of a project
+//! with every view's values in it (a read of several views is one lookup):
+//! key = `u32le len(project) | project | entity key`, value = `(u32le len(view) |
+//! view | u32le len(segment) | segment)*`, a segment = `i64le event_ts | (u32le
+//! field id | varint len(value) | value)*`, where a feature's field id is
+//! murmur3_32 of its name (seed 0). A view whose features' ids collide is refused
+//! at write time. Earlier layouts are rewritten into this one when the store is
+//! opened: `online` and `online.v2` (in the one file at the configured path: a
+//! record per entity and view, names spelled out in every value, then field ids),
+//! and `online.v3` (`online.v2` sharded).
 
 use std::path::Path;
 
@@ -22,8 +25,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 
 use crate::{Cells, OnlineError, OnlineStore, ViewRead, WriteRow};
 
-const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online.v3");
-/// The current layout in one database (shard 0 only).
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online.v4");
+/// A record per entity and view: key = `u32le len(project) | project | u32le
+/// len(view) | view | entity key`, value = a segment.
+const TABLE_V3: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online.v3");
+/// `online.v3` in one database (shard 0 only).
 const TABLE_V2: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online.v2");
 /// The first layout: `i64le event_ts | (u32le len(name) | name | u32le len(value) | value)*`.
 const TABLE_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
@@ -55,28 +61,93 @@ fn shard_path(path: &Path, i: usize) -> std::path::PathBuf {
     name.into()
 }
 
-/// The entity key of a stored key (after the project and the view).
-fn entity_key_of(key: &[u8]) -> Option<&[u8]> {
-    let len = |at: usize| -> Option<usize> { Some(u32::from_le_bytes(key.get(at..at + 4)?.try_into().ok()?) as usize) };
-    let view_at = 4 + len(0)?;
-    key.get(view_at + 4 + len(view_at)?..)
+/// A length-prefixed part at `at`: `(part, where the next one starts)`.
+fn part(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+    Some((bytes.get(at + 4..at + 4 + n)?, at + 4 + n))
 }
 
-fn prefix(project: &str, view: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + project.len() + view.len());
-    k.extend_from_slice(&(project.len() as u32).to_le_bytes());
-    k.extend_from_slice(project.as_bytes());
-    k.extend_from_slice(&(view.len() as u32).to_le_bytes());
-    k.extend_from_slice(view.as_bytes());
+/// `(project, view, entity key)` of a key of the earlier layouts.
+fn split_v3_key(key: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (project, at) = part(key, 0)?;
+    let (view, at) = part(key, at)?;
+    Some((project, view, &key[at..]))
+}
+
+/// The entity key of a stored key (after the project).
+#[cfg(test)]
+fn entity_key_of(key: &[u8]) -> Option<&[u8]> {
+    key.get(part(key, 0)?.1..)
+}
+
+/// The key prefix of a project's records.
+fn project_prefix(project: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + project.len());
+    push_part(&mut k, project.as_bytes());
     k
+}
+
+/// The key of an entity's record in the earlier layouts' spelling (tests write them).
+#[cfg(test)]
+fn prefix(project: &str, view: &str) -> Vec<u8> {
+    let mut k = project_prefix(project);
+    push_part(&mut k, view.as_bytes());
+    k
+}
+
+fn push_part(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The views' segments of a record: `(view, segment)`.
+fn segments(record: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let (view, next) = part(record, at)?;
+        let (segment, next) = part(record, next)?;
+        at = next;
+        Some((view, segment))
+    })
+}
+
+/// A record written over the stored one, `old`: where the stored segment of a
+/// written view is as new or newer (and differs), it stays; other views'
+/// segments stay as they are. `None` when the written record stands as it is.
+fn merged(new: &[u8], old: &[u8]) -> Option<Vec<u8>> {
+    let (mut older_wins, mut others) = (Vec::new(), Vec::new());
+    for (view, segment) in segments(old) {
+        match segments(new).find(|(v, _)| *v == view) {
+            None => others.push((view, segment)),
+            Some((_, written)) => {
+                if written != segment && event_ts(segment).is_some_and(|ts| event_ts(written).is_none_or(|w| ts >= w)) {
+                    older_wins.push((view, segment));
+                }
+            }
+        }
+    }
+    if older_wins.is_empty() && others.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(new.len() + old.len());
+    for (view, segment) in segments(new) {
+        let segment = older_wins.iter().find(|(v, _)| *v == view).map_or(segment, |(_, s)| s);
+        push_part(&mut out, view);
+        push_part(&mut out, segment);
+    }
+    for (view, segment) in others {
+        push_part(&mut out, view);
+        push_part(&mut out, segment);
+    }
+    Some(out)
 }
 
 fn field_id(feature: &str) -> u32 {
     murmur3_32(feature.as_bytes(), 0)
 }
 
+/// Appends a segment to `out`.
 fn encode<'a>(out: &mut Vec<u8>, ts: i64, ids: &[u32], values: impl IntoIterator<Item = &'a [u8]>) {
-    out.clear();
     out.extend_from_slice(&ts.to_le_bytes());
     for (id, v) in ids.iter().zip(values) {
         out.extend_from_slice(&id.to_le_bytes());
@@ -94,7 +165,7 @@ fn event_ts(bytes: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// The fields of an encoded row: `(field id, value)`.
+/// The fields of a segment: `(field id, value)`.
 fn fields(bytes: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     let mut pos = 8;
     std::iter::from_fn(move || {
@@ -167,6 +238,7 @@ impl EmbeddedStore {
         let store = EmbeddedStore { shards, path: name };
         store.migrate_v1()?;
         store.migrate_v2()?;
+        store.migrate_v3()?;
         Ok(store)
     }
 
@@ -190,11 +262,11 @@ impl EmbeddedStore {
         {
             let old = txns[0].open_table(TABLE_V2).map_err(|e| self.err(e))?;
             let mut tables =
-                txns.iter().map(|t| t.open_table(TABLE).map_err(|e| self.err(e))).collect::<Result<Vec<_>, _>>()?;
+                txns.iter().map(|t| t.open_table(TABLE_V3).map_err(|e| self.err(e))).collect::<Result<Vec<_>, _>>()?;
             for item in old.iter().map_err(|e| self.err(e))? {
                 let (k, v) = item.map_err(|e| self.err(e))?;
                 // A key too short to hold an entity key is no one's: it goes with the old table.
-                if let Some(shard) = entity_key_of(k.value()).map(shard_of) {
+                if let Some(shard) = split_v3_key(k.value()).map(|(_, _, ek)| shard_of(ek)) {
                     tables[shard].insert(k.value(), v.value()).map_err(|e| self.err(e))?;
                 }
             }
@@ -225,6 +297,7 @@ impl EmbeddedStore {
                 let Some(ts) = event_ts(bytes) else { continue };
                 let (ids, values): (Vec<u32>, Vec<&[u8]>) =
                     fields_v1(bytes).map(|(n, v)| (murmur3_32(n, 0), v)).unzip();
+                value.clear();
                 encode(&mut value, ts, &ids, values);
                 t.insert(k.value(), value.as_slice()).map_err(|e| self.err(e))?;
             }
@@ -233,40 +306,107 @@ impl EmbeddedStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    /// Writes a view's rows where they are newer than the stored ones.
-    fn insert_newer(
-        &self,
-        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-        project: &str,
-        (view, ids): (&str, &[u32]),
-        mut order: Vec<&WriteRow>,
-    ) -> Result<(), OnlineError> {
-        let p = prefix(project, view);
-        // In key order, so the B-tree is filled page by page.
-        order.sort_unstable_by(|a, b| a.entity_key.cmp(&b.entity_key));
-        let mut key = p.clone();
-        let mut value = Vec::new();
-        for r in order {
-            key.truncate(p.len());
-            key.extend_from_slice(&r.entity_key);
-            encode(&mut value, r.event_ts, ids, &r.values);
-            // One descent of the tree: write, and put the old row back in the
-            // rare case it was as new or newer.
-            let kept = match t.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))? {
-                Some(old) => {
-                    let old = old.value();
-                    event_ts(old).is_some_and(|old_ts| old_ts >= r.event_ts).then(|| old.to_vec())
-                }
-                None => None,
-            };
-            if let Some(old) = kept {
-                t.insert(key.as_slice(), old.as_slice()).map_err(|e| self.err(e))?;
+    /// Gathers each shard's records of one entity and view (`online.v3`) into
+    /// records per entity, in one transaction per shard (a crash leaves that
+    /// shard's old table whole, to be gathered again at the next open).
+    fn migrate_v3(&self) -> Result<(), OnlineError> {
+        for shard in 0..SHARDS {
+            if !self.has_table(shard, TABLE_V3)? {
+                continue;
             }
+            let txn = self.shards[shard].begin_write().map_err(|e| self.err(e))?;
+            {
+                let old = txn.open_table(TABLE_V3).map_err(|e| self.err(e))?;
+                let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+                let (mut key, mut record) = (Vec::new(), Vec::new());
+                for item in old.iter().map_err(|e| self.err(e))? {
+                    let (k, v) = item.map_err(|e| self.err(e))?;
+                    // A key too short to hold an entity key is no one's: it goes with the old table.
+                    let Some((project, view, ek)) = split_v3_key(k.value()) else { continue };
+                    key.clear();
+                    record.clear();
+                    push_part(&mut key, project);
+                    key.extend_from_slice(ek);
+                    push_part(&mut record, view);
+                    push_part(&mut record, v.value());
+                    self.insert_record(&mut t, &key, &record)?;
+                }
+            }
+            txn.delete_table(TABLE_V3).map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
         }
         Ok(())
     }
 
-    /// Every stored key (`project | view | entity key`, as the layout spells it),
+    /// Writes an entity's record over the stored one, keeping what [`merged`] keeps.
+    fn insert_record(
+        &self,
+        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        key: &[u8],
+        record: &[u8],
+    ) -> Result<(), OnlineError> {
+        // One descent of the tree: write, and write again in the rare case
+        // something of the old record stays (rewriting a window already written
+        // writes once).
+        let fix = match t.insert(key, record).map_err(|e| self.err(e))? {
+            Some(old) => merged(record, old.value()),
+            None => None,
+        };
+        if let Some(record) = fix {
+            t.insert(key, record.as_slice()).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the views' rows (`rows[view]`) where they are newer than the
+    /// stored ones: one record per entity, whatever the number of views.
+    fn insert_rows(
+        &self,
+        t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        project: &str,
+        views: &[(&str, &[u32])],
+        rows: &[Vec<&WriteRow>],
+    ) -> Result<(), OnlineError> {
+        // Every row as (entity key, view, position), in key order, so the B-tree is
+        // filled page by page and an entity's rows come together.
+        let mut order: Vec<(&[u8], usize, usize)> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(v, rows)| rows.iter().enumerate().map(move |(i, r)| (r.entity_key.as_slice(), v, i)))
+            .collect();
+        order.sort_unstable();
+        let p = project_prefix(project);
+        let (mut key, mut record) = (p.clone(), Vec::new());
+        let mut rest = order.as_slice();
+        while let Some(&(ek, ..)) = rest.first() {
+            let n = rest.iter().position(|e| e.0 != ek).unwrap_or(rest.len());
+            let (mut entity, next) = rest.split_at(n);
+            rest = next;
+            record.clear();
+            while let Some(&(_, v, _)) = entity.first() {
+                let m = entity.iter().position(|e| e.1 != v).unwrap_or(entity.len());
+                // The view's newest row of the batch (the first of equals).
+                let r = entity[..m]
+                    .iter()
+                    .map(|e| rows[v][e.2])
+                    .reduce(|a, b| if b.event_ts > a.event_ts { b } else { a })
+                    .expect("a row");
+                entity = &entity[m..];
+                push_part(&mut record, views[v].0.as_bytes());
+                let at = record.len();
+                record.extend_from_slice(&[0; 4]);
+                encode(&mut record, r.event_ts, views[v].1, &r.values);
+                let len = (record.len() - at - 4) as u32;
+                record[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+            key.truncate(p.len());
+            key.extend_from_slice(ek);
+            self.insert_record(t, &key, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Every stored key (`project | entity key`, as the layout spells it),
     /// of every shard, in no particular order: for checks that nothing is left.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, OnlineError> {
         let mut out = Vec::new();
@@ -322,11 +462,9 @@ impl OnlineStore for EmbeddedStore {
             let txn = self.shards[shard].begin_write().map_err(|e| self.err(e))?;
             {
                 let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
-                for ((v, ids), rows) in views.iter().zip(&ids).zip(rows) {
-                    if !rows.is_empty() {
-                        self.insert_newer(&mut t, project, (v.view, ids), rows)?;
-                    }
-                }
+                let views: Vec<(&str, &[u32])> =
+                    views.iter().zip(&ids).map(|(v, ids)| (v.view, ids.as_slice())).collect();
+                self.insert_rows(&mut t, project, &views, &rows)?;
             }
             txn.commit().map_err(|e| self.err(e))
         };
@@ -348,9 +486,9 @@ impl OnlineStore for EmbeddedStore {
         // Each shard's table, opened when a key first needs it (`None` inside: no table yet).
         let mut tables: Vec<Option<Option<Table>>> = (0..SHARDS).map(|_| None).collect();
         let ids: Vec<Vec<_>> = views.iter().map(|v| v.features.iter().map(|f| field_id(f)).collect()).collect();
-        let prefixes: Vec<Vec<u8>> = views.iter().map(|v| prefix(project, &v.view)).collect();
+        let p = project_prefix(project);
         let mut out = Cells::builder(views);
-        let mut key = Vec::new();
+        let mut key = p.clone();
         for ek in entity_keys {
             let shard = shard_of(ek);
             if tables[shard].is_none() {
@@ -362,24 +500,23 @@ impl OnlineStore for EmbeddedStore {
                 });
             }
             let table = tables[shard].as_ref().and_then(Option::as_ref);
-            for (p, ids) in prefixes.iter().zip(&ids) {
-                key.clear();
-                key.extend_from_slice(p);
-                key.extend_from_slice(ek);
-                let row = match table {
-                    Some(t) => t.get(key.as_slice()).map_err(|e| self.err(e))?,
-                    None => None,
-                };
-                match row {
+            key.truncate(p.len());
+            key.extend_from_slice(ek);
+            let record = match table {
+                Some(t) => t.get(key.as_slice()).map_err(|e| self.err(e))?,
+                None => None,
+            };
+            let record = record.as_ref().map_or(&[][..], |guard| guard.value());
+            for (view, ids) in views.iter().zip(&ids) {
+                match segments(record).find(|(v, _)| *v == view.view.as_bytes()) {
                     None => {
                         out.push_stamp(None);
                         ids.iter().for_each(|_| out.push(None));
                     }
-                    Some(guard) => {
-                        let bytes = guard.value();
-                        out.push_stamp(event_ts(bytes));
+                    Some((_, segment)) => {
+                        out.push_stamp(event_ts(segment));
                         for id in ids {
-                            out.push(fields(bytes).find(|(f, _)| f == id).map(|(_, v)| v));
+                            out.push(fields(segment).find(|(f, _)| f == id).map(|(_, v)| v));
                         }
                     }
                 }
@@ -396,18 +533,34 @@ impl OnlineStore for EmbeddedStore {
         _version: u32,
         _features: &[String],
     ) -> Result<(), OnlineError> {
-        let p = prefix(project, view);
+        let p = project_prefix(project);
         for db in &self.shards {
             let txn = db.begin_write().map_err(|e| self.err(e))?;
             {
                 let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
-                let keys: Vec<Vec<u8>> = t
-                    .range(p.as_slice()..)
-                    .map_err(|e| self.err(e))?
-                    .map_while(|item| item.ok().map(|(k, _)| k.value().to_vec()).filter(|k| k.starts_with(&p)))
-                    .collect();
-                for k in keys {
-                    t.remove(k.as_slice()).map_err(|e| self.err(e))?;
+                // The project's records that hold the view: what is left of each (none: removed).
+                let mut changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                for item in t.range(p.as_slice()..).map_err(|e| self.err(e))? {
+                    let (k, record) = item.map_err(|e| self.err(e))?;
+                    if !k.value().starts_with(&p) {
+                        break;
+                    }
+                    let record = record.value();
+                    if segments(record).any(|(v, _)| v == view.as_bytes()) {
+                        let mut rest = Vec::new();
+                        for (v, segment) in segments(record).filter(|(v, _)| *v != view.as_bytes()) {
+                            push_part(&mut rest, v);
+                            push_part(&mut rest, segment);
+                        }
+                        changes.push((k.value().to_vec(), rest));
+                    }
+                }
+                for (k, rest) in changes {
+                    if rest.is_empty() {
+                        t.remove(k.as_slice()).map_err(|e| self.err(e))?;
+                    } else {
+                        t.insert(k.as_slice(), rest.as_slice()).map_err(|e| self.err(e))?;
+                    }
                 }
             }
             txn.commit().map_err(|e| self.err(e))?;
@@ -475,6 +628,7 @@ mod tests {
                 for (i, ek) in entities.iter().enumerate() {
                     let mut k = prefix("p", "v");
                     k.extend_from_slice(ek);
+                    value.clear();
                     encode(&mut value, i as i64, &ids, [&ek[..]]);
                     t.insert(k.as_slice(), value.as_slice()).unwrap();
                 }
@@ -503,6 +657,47 @@ mod tests {
         for (i, (ek, cells)) in entities.iter().zip(cells).enumerate() {
             assert_eq!(cells[0][0], Cell { value: ek.clone(), event_ts: Some(i as i64), found: true });
         }
+    }
+
+    #[test]
+    fn records_per_entity_and_view_are_gathered_per_entity_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.redb");
+        let ids = [field_id("x")];
+        let entities: Vec<Vec<u8>> = (0u32..32).map(|i| i.to_le_bytes().to_vec()).collect();
+        {
+            let dbs: Vec<Database> = (0..SHARDS).map(|i| Database::create(shard_path(&path, i)).unwrap()).collect();
+            for (i, ek) in entities.iter().enumerate() {
+                let txn = dbs[shard_of(ek)].begin_write().unwrap();
+                {
+                    let mut t = txn.open_table(TABLE_V3).unwrap();
+                    for (project, view, ts) in [("p", "v1", i as i64), ("p", "v2", 100 + i as i64), ("q", "v1", 7)] {
+                        let mut k = prefix(project, view);
+                        k.extend_from_slice(ek);
+                        let mut value = Vec::new();
+                        encode(&mut value, ts, &ids, [format!("{project}{view}{i}").as_bytes()]);
+                        t.insert(k.as_slice(), value.as_slice()).unwrap();
+                    }
+                }
+                txn.commit().unwrap();
+            }
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert!((0..SHARDS).all(|i| !store.has_table(i, TABLE_V3).unwrap()));
+        // One record per project and entity, each view's values and timestamp in it.
+        assert_eq!(store.keys().unwrap().len(), 2 * entities.len());
+        let views = ["v1", "v2"].map(|v| ViewRead { view: v.into(), features: vec!["x".into()] });
+        let cells = store.read("p", &entities, &views).unwrap().nested();
+        for (i, cells) in cells.iter().enumerate() {
+            assert_eq!(
+                cells[0][0],
+                Cell { value: format!("pv1{i}").into_bytes(), event_ts: Some(i as i64), found: true }
+            );
+            assert_eq!(cells[1][0].value, format!("pv2{i}").into_bytes());
+            assert_eq!(cells[1][0].event_ts, Some(100 + i as i64));
+        }
+        let other = store.read("q", &entities[..1], &views).unwrap().nested();
+        assert_eq!((other[0][0][0].value.as_slice(), other[0][1][0].found), (&b"qv10"[..], false));
     }
 
     #[test]
