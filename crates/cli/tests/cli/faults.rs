@@ -18,11 +18,23 @@ struct PrivateRedis {
 /// A port for a private server: below the kernel's ephemeral range (32768+), so
 /// no other test's outgoing connection can hold it, and free when checked.
 fn private_port(salt: u32) -> u16 {
-    let start = (std::process::id().wrapping_mul(31).wrapping_add(salt) % 10_000) as u16;
-    (0..10_000u16)
-        .map(|i| 20_000 + (start + i) % 10_000)
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port in 20000..30000")
+    let start = (std::process::id().wrapping_mul(31).wrapping_add(salt) % 7_000) as u16;
+    (0..7_000u16).map(|i| 23_000 + (start + i) % 7_000).find(|p| free(*p)).expect("a free port in 23000..30000")
+}
+
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The first of three ports for a private cluster: they and their bus ports
+/// (port + 10000) free, below the kernel's ephemeral range (32768 on), where an
+/// outgoing connection may hold one, and apart from [`private_port`]'s range.
+fn private_cluster_base() -> u16 {
+    let start = (std::process::id().wrapping_mul(7) % 1_990) as u16;
+    (0..1_990u16)
+        .map(|i| 10_000 + (start + i) % 1_990)
+        .find(|b| (*b..b + 3).all(|p| free(p) && free(p + 10_000)))
+        .expect("three free ports in 10000..12000 and their bus ports")
 }
 
 impl PrivateRedis {
@@ -282,7 +294,7 @@ fn wait_cluster_ok(n: &PrivateRedis) {
 
 #[test]
 fn a_dead_cluster_node_fails_only_its_slots_clearly_and_reads_recover_when_it_returns() {
-    let base = 31_000 + ((std::process::id() * 7) % 15_000) as u16;
+    let base = private_cluster_base();
     let Some(nodes) = private_cluster(base) else { return };
     let (_tmp, dir) = example("health");
     // 40 sources: their keys spread over the three nodes.

@@ -22,6 +22,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port for a Redis started later in the test: below the kernel's ephemeral
+/// range (32768 on), which an outgoing connection could take meanwhile, apart from
+/// the fault tests' ranges, and free when checked.
+fn later_redis_port() -> u16 {
+    let start = (std::process::id().wrapping_mul(13) % 2_000) as u16;
+    (0..2_000u16)
+        .map(|i| 30_000 + (start + i) % 2_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 30000..32000")
+}
+
 impl Server {
     pub fn start(dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Server {
         let port = free_port();
@@ -401,7 +412,7 @@ fn redis_down_is_a_fast_503_and_the_server_recovers() {
     let (_tmp, dir) = example("served_redis");
     amora(&dir, &["materialize"]).ok();
     amora(&dir, &["feature-store", "apply"]).ok();
-    let port = free_port();
+    let port = later_redis_port();
     let redis_env = vec![
         ("AMORA_FEATURE_STORE_ONLINE_STORE_TYPE", "redis".to_string()),
         (
