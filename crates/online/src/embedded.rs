@@ -96,8 +96,22 @@ fn prefix(project: &str, view: &str) -> Vec<u8> {
 }
 
 fn push_part(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+    push_part_with(out, |out| out.extend_from_slice(bytes));
+}
+
+/// Appends a length-prefixed part that `write` writes.
+fn push_part_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let n = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+}
+
+/// Appends a view's segment to a record.
+fn push_segment(out: &mut Vec<u8>, view: &[u8], segment: &[u8]) {
+    push_part(out, view);
+    push_part(out, segment);
 }
 
 /// The views' segments of a record: `(view, segment)`.
@@ -132,12 +146,10 @@ fn merged(new: &[u8], old: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(new.len() + old.len());
     for (view, segment) in segments(new) {
         let segment = older_wins.iter().find(|(v, _)| *v == view).map_or(segment, |(_, s)| s);
-        push_part(&mut out, view);
-        push_part(&mut out, segment);
+        push_segment(&mut out, view, segment);
     }
     for (view, segment) in others {
-        push_part(&mut out, view);
-        push_part(&mut out, segment);
+        push_segment(&mut out, view, segment);
     }
     Some(out)
 }
@@ -327,8 +339,7 @@ impl EmbeddedStore {
                     record.clear();
                     push_part(&mut key, project);
                     key.extend_from_slice(ek);
-                    push_part(&mut record, view);
-                    push_part(&mut record, v.value());
+                    push_segment(&mut record, view, v.value());
                     self.insert_record(&mut t, &key, &record)?;
                 }
             }
@@ -393,11 +404,7 @@ impl EmbeddedStore {
                     .expect("a row");
                 entity = &entity[m..];
                 push_part(&mut record, views[v].0.as_bytes());
-                let at = record.len();
-                record.extend_from_slice(&[0; 4]);
-                encode(&mut record, r.event_ts, views[v].1, &r.values);
-                let len = (record.len() - at - 4) as u32;
-                record[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                push_part_with(&mut record, |out| encode(out, r.event_ts, views[v].1, &r.values));
             }
             key.truncate(p.len());
             key.extend_from_slice(ek);
@@ -458,13 +465,12 @@ impl OnlineStore for EmbeddedStore {
                 dealt[shard_of(&r.entity_key)][i].push(r);
             }
         }
+        let named: Vec<(&str, &[u32])> = views.iter().zip(&ids).map(|(v, ids)| (v.view, ids.as_slice())).collect();
         let write = |shard: usize, rows: Vec<Vec<&WriteRow>>| -> Result<(), OnlineError> {
             let txn = self.shards[shard].begin_write().map_err(|e| self.err(e))?;
             {
                 let mut t = txn.open_table(TABLE).map_err(|e| self.err(e))?;
-                let views: Vec<(&str, &[u32])> =
-                    views.iter().zip(&ids).map(|(v, ids)| (v.view, ids.as_slice())).collect();
-                self.insert_rows(&mut t, project, &views, &rows)?;
+                self.insert_rows(&mut t, project, &named, &rows)?;
             }
             txn.commit().map_err(|e| self.err(e))
         };
@@ -549,8 +555,7 @@ impl OnlineStore for EmbeddedStore {
                     if segments(record).any(|(v, _)| v == view.as_bytes()) {
                         let mut rest = Vec::new();
                         for (v, segment) in segments(record).filter(|(v, _)| *v != view.as_bytes()) {
-                            push_part(&mut rest, v);
-                            push_part(&mut rest, segment);
+                            push_segment(&mut rest, v, segment);
                         }
                         changes.push((k.value().to_vec(), rest));
                     }

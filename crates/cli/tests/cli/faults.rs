@@ -15,26 +15,15 @@ struct PrivateRedis {
     dir: tempfile::TempDir,
 }
 
-/// A port for a private server: below the kernel's ephemeral range (32768+), so
-/// no other test's outgoing connection can hold it, and free when checked.
+/// A port for a private server, free when checked.
 fn private_port(salt: u32) -> u16 {
-    let start = (std::process::id().wrapping_mul(31).wrapping_add(salt) % 7_000) as u16;
-    (0..7_000u16).map(|i| 23_000 + (start + i) % 7_000).find(|p| free(*p)).expect("a free port in 23000..30000")
-}
-
-fn free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    port_in(23_000..30_000, salt, free)
 }
 
 /// The first of three ports for a private cluster: they and their bus ports
-/// (port + 10000) free, below the kernel's ephemeral range (32768 on), where an
-/// outgoing connection may hold one, and apart from [`private_port`]'s range.
+/// (port + 10000, so 20000..22000) free when checked.
 fn private_cluster_base() -> u16 {
-    let start = (std::process::id().wrapping_mul(7) % 1_990) as u16;
-    (0..1_990u16)
-        .map(|i| 10_000 + (start + i) % 1_990)
-        .find(|b| (*b..b + 3).all(|p| free(p) && free(p + 10_000)))
-        .expect("three free ports in 10000..12000 and their bus ports")
+    port_in(10_000..11_998, 0, |b| (b..b + 3).all(|p| free(p) && free(p + 10_000)))
 }
 
 impl PrivateRedis {

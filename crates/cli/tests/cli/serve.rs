@@ -22,15 +22,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A port for a Redis started later in the test: below the kernel's ephemeral
-/// range (32768 on), which an outgoing connection could take meanwhile, apart from
-/// the fault tests' ranges, and free when checked.
+/// A port for a Redis started later in the test (not an ephemeral one, which an
+/// outgoing connection could take meanwhile).
 fn later_redis_port() -> u16 {
-    let start = (std::process::id().wrapping_mul(13) % 2_000) as u16;
-    (0..2_000u16)
-        .map(|i| 30_000 + (start + i) % 2_000)
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port in 30000..32000")
+    port_in(30_000..32_000, 0, free)
 }
 
 impl Server {

@@ -5,6 +5,24 @@ use std::process::{Command, Output};
 
 use amora_proto::RegistryFile;
 
+/// A port in `range` for a server the test starts itself, where `usable` holds
+/// (the port, and any it implies, [`free`] now). Each caller's range lies below the
+/// kernel's ephemeral range (32768 on), so no outgoing connection can take the port
+/// meanwhile, and apart from the other callers' ranges, so no other test picks it.
+pub fn port_in(range: std::ops::Range<u16>, salt: u32, usable: impl Fn(u16) -> bool) -> u16 {
+    let len = range.end - range.start;
+    let start = (std::process::id().wrapping_mul(31).wrapping_add(salt) % u32::from(len)) as u16;
+    (0..len)
+        .map(|i| range.start + (start + i) % len)
+        .find(|p| usable(*p))
+        .unwrap_or_else(|| panic!("no usable port in {range:?}"))
+}
+
+/// Whether nothing listens on this port now.
+pub fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
